@@ -1,0 +1,83 @@
+r"""Adam and AMSGrad (Kingma & Ba, 2015; Reddi et al., 2018), the arithmetic of torch.optim.Adam.
+
+For each parameter :math:`p` with gradient :math:`g`, at step :math:`t = 1, 2, \dots`::
+
+    g   <- g + weight_decay * p                   (L2 penalty, only if weight_decay != 0)
+    m   <- m + (1 - b1) * (g - m)
+    v   <- b2 * v + (1 - b2) * g * g
+    vm  <- max(vm, v)                              (AMSGrad only: max of the *raw* v)
+    d   <- sqrt(v or vm) / sqrt(1 - b2^t) + eps
+    p   <- p - lr * (m / d) / (1 - b1^t)
+
+Papers: Kingma & Ba, "Adam: A Method for Stochastic Optimization", ICLR 2015;
+Reddi, Kale & Kumar, "On the Convergence of Adam and Beyond", ICLR 2018 (AMSGrad).
+Reference: ``torch.optim.Adam`` (reproduced to 1e-12 relative in float64, see parity_tests).
+``optax.adam`` has the same arithmetic (eps outside the root, ``eps_root=0``); weight decay
+there is not part of ``optax.adam``. ``optax.amsgrad`` keeps the max of the bias-corrected
+:math:`v / (1 - b2^t)` instead of the raw :math:`v`: the two coincide only for ``b2 = 0``.
+Same arithmetic as ``torch_opt.Adam``.
+"""
+
+from __future__ import annotations
+
+from typing import NamedTuple, Optional
+
+import jax.numpy as jnp
+import optax
+from optax import tree_utils as otu
+
+from twinopt.hparams import check_beta, check_nonneg
+
+from ._common import as_dtype, descend, init_count, tree_map, weight_decay_term
+
+
+class ScaleByAdamState(NamedTuple):
+    count: jnp.ndarray
+    mu: optax.Updates
+    nu: optax.Updates
+    nu_max: Optional[optax.Updates]  # None unless amsgrad
+
+
+def scale_by_adam(b1=0.9, b2=0.999, eps=1e-8, amsgrad=False) -> optax.GradientTransformation:
+    """The Adam direction ``(m / d) / (1 - b1^t)`` (to be scaled by ``-lr``)."""
+
+    def init(params):
+        zeros = otu.tree_zeros_like(params)
+        return ScaleByAdamState(init_count(), zeros, zeros, zeros if amsgrad else None)
+
+    def update(updates, state, params=None):
+        del params
+        count = optax.safe_increment(state.count)
+        mu = tree_map(lambda m, g: m + (1 - b1) * (g - m), state.mu, updates)
+        nu = tree_map(lambda v, g: b2 * v + (1 - b2) * g * g, state.nu, updates)
+        nu_max = tree_map(jnp.maximum, state.nu_max, nu) if amsgrad else None
+        bc1, bc2_sqrt = 1 - b1**count, jnp.sqrt(1 - b2**count)
+
+        def direction(m, v):
+            d = jnp.sqrt(v) / as_dtype(bc2_sqrt, v) + eps
+            return (m / d) / as_dtype(bc1, m)
+
+        updates = tree_map(direction, mu, nu_max if amsgrad else nu)
+        return updates, ScaleByAdamState(count, mu, nu, nu_max)
+
+    return optax.GradientTransformation(init, update)
+
+
+def adam(learning_rate=1e-3, b1=0.9, b2=0.999, eps=1e-8, weight_decay=0.0,
+         amsgrad=False) -> optax.GradientTransformation:
+    """Adam (``amsgrad=True``: AMSGrad) with L2 weight decay added to the gradient."""
+    check_nonneg("learning_rate", learning_rate)
+    check_beta("b1", b1)
+    check_beta("b2", b2)
+    check_nonneg("eps", eps)
+    check_nonneg("weight_decay", weight_decay)
+    return optax.chain(
+        weight_decay_term(weight_decay),
+        scale_by_adam(b1, b2, eps, amsgrad),
+        descend(learning_rate),
+    )
+
+
+def amsgrad(learning_rate=1e-3, b1=0.9, b2=0.999, eps=1e-8, weight_decay=0.0) -> optax.GradientTransformation:
+    """AMSGrad: :func:`adam` with ``amsgrad=True``."""
+    return adam(learning_rate, b1, b2, eps, weight_decay, amsgrad=True)

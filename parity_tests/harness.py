@@ -1,0 +1,207 @@
+"""Run the same gradient sequence through torch_opt, jax_opt and a reference, step by step.
+
+Params are two param groups of several shapes (a scalar included); each group gets its own
+hyperparameters. On the JAX side the groups are an ``optax.multi_transform`` over a dict
+``{"g0": [...], "g1": [...]}``. Every runner returns the trajectory: one list of NumPy
+arrays (the params after that step) per step.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import functools
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+import optax
+import torch
+
+import jax_opt
+import torch_opt
+from twinopt.hparams import KEY_PRESETS, to_jax_kwargs
+
+from . import reference
+
+SHAPES = ([(5,), (4, 3)], [(2, 3, 2), ()])
+GRAD_SCALES = ([1.0, 0.1], [3.0, 1e-3])
+STEPS = 120
+
+# case id -> (key, hyperparameters of group 0, of group 1), torch names. Group 1 changes
+# every hyperparameter the algorithm has, so a mix-up between groups shows.
+CASES = {
+    "sgd": ("sgd", {"lr": 0.05}, {"lr": 0.01}),
+    "momentum": ("momentum", {"lr": 0.05}, {"lr": 0.01, "momentum": 0.5, "dampening": 0.3}),
+    "nesterov": ("nesterov", {"lr": 0.05}, {"lr": 0.02, "momentum": 0.7}),
+    "adagrad": ("adagrad", {"lr": 0.1}, {"lr": 0.05, "lr_decay": 0.01, "initial_accumulator_value": 0.1, "eps": 1e-6}),
+    "adadelta": ("adadelta", {"lr": 1.0}, {"lr": 0.5, "rho": 0.8, "eps": 1e-5}),
+    "rmsprop": ("rmsprop", {"lr": 0.01}, {"lr": 0.005, "alpha": 0.9, "eps": 1e-6}),
+    "rmsprop-momentum": ("rmsprop", {"lr": 0.01, "momentum": 0.9}, {"lr": 0.005, "alpha": 0.9, "momentum": 0.5}),
+    "rmsprop-centered": ("rmsprop", {"lr": 0.01, "centered": True}, {"lr": 0.005, "alpha": 0.9, "momentum": 0.8, "centered": True}),
+    "adam": ("adam", {"lr": 0.01}, {"lr": 0.005, "betas": (0.8, 0.99), "eps": 1e-6}),
+    "amsgrad": ("amsgrad", {"lr": 0.01}, {"lr": 0.005, "betas": (0.8, 0.99), "eps": 1e-6}),
+    "adamax": ("adamax", {"lr": 0.01}, {"lr": 0.005, "betas": (0.8, 0.99), "eps": 1e-6}),
+    "adamw": ("adamw", {"lr": 0.01}, {"lr": 0.005, "betas": (0.8, 0.99), "eps": 1e-6, "amsgrad": True}),
+    "nadam": ("nadam", {"lr": 0.01}, {"lr": 0.005, "betas": (0.8, 0.99), "eps": 1e-6, "momentum_decay": 1e-2}),
+    "nadam-decoupled": ("nadam", {"lr": 0.01, "decoupled_weight_decay": True}, {"lr": 0.005, "betas": (0.8, 0.99), "decoupled_weight_decay": True}),
+    "radam": ("radam", {"lr": 0.01}, {"lr": 0.005, "betas": (0.8, 0.99), "eps": 1e-6}),
+    "radam-decoupled": ("radam", {"lr": 0.01, "decoupled_weight_decay": True}, {"lr": 0.005, "betas": (0.8, 0.99), "decoupled_weight_decay": True}),
+    "adabound": ("adabound", {"lr": 0.01}, {"lr": 0.005, "betas": (0.8, 0.99), "final_lr": 0.05, "gamma": 1e-2, "eps": 1e-6}),
+    "amsbound": ("amsbound", {"lr": 0.01}, {"lr": 0.005, "betas": (0.8, 0.99), "final_lr": 0.05, "gamma": 1e-2, "eps": 1e-6}),
+    "aggmo": ("aggmo", {"lr": 0.05}, {"lr": 0.02, "betas": (0.0, 0.5, 0.9, 0.95)}),
+}
+
+# Where torch.optim has the algorithm, it is the reference.
+TORCH_REFERENCE = {
+    "sgd": torch.optim.SGD, "momentum": torch.optim.SGD, "nesterov": torch.optim.SGD,
+    "adagrad": torch.optim.Adagrad, "adadelta": torch.optim.Adadelta, "rmsprop": torch.optim.RMSprop,
+    "adam": torch.optim.Adam, "amsgrad": torch.optim.Adam, "adamax": torch.optim.Adamax,
+    "adamw": torch.optim.AdamW, "nadam": torch.optim.NAdam, "radam": torch.optim.RAdam,
+}
+NUMPY_REFERENCE = {"adabound": reference.AdaBound, "amsbound": reference.AdaBound, "aggmo": reference.AggMo}
+
+
+def case_kwargs(case, weight_decay):
+    """The two groups' hyperparameters; with decay, group 1 gets twice group 0's."""
+    key, g0, g1 = CASES[case]
+    if weight_decay:
+        g0, g1 = {**g0, "weight_decay": weight_decay}, {**g1, "weight_decay": 2 * weight_decay}
+    elif key == "adamw":  # AdamW decays by default; "without decay" means weight_decay=0
+        g0, g1 = {**g0, "weight_decay": 0.0}, {**g1, "weight_decay": 0.0}
+    return key, [g0, g1]
+
+
+def make_problem(seed=0, dtype=np.float64, steps=STEPS):
+    """Initial params (two groups) and a random gradient sequence, as NumPy arrays."""
+    rng = np.random.default_rng(seed)
+    params = [[rng.standard_normal(s).astype(dtype) for s in shapes] for shapes in SHAPES]
+    grads = [
+        [[(scale * rng.standard_normal(s)).astype(dtype) for s, scale in zip(shapes, scales)]
+         for shapes, scales in zip(SHAPES, GRAD_SCALES)]
+        for _ in range(steps)
+    ]
+    return params, grads
+
+
+def flat(groups):
+    return [a for group in groups for a in group]
+
+
+@contextlib.contextmanager
+def torch_default_dtype(dtype):
+    """torch.optim keeps scalar state in the default dtype: match it to the params (SPEC.md)."""
+    old = torch.get_default_dtype()
+    torch.set_default_dtype(torch.float64 if dtype == np.float64 else torch.float32)
+    try:
+        yield
+    finally:
+        torch.set_default_dtype(old)
+
+
+class TorchStepper:
+    """Drive a torch optimizer built by ``make(param_groups)`` with given gradients."""
+
+    def __init__(self, make, params, group_kwargs, scheduler=None):
+        self.tensors = [[torch.tensor(a) for a in group] for group in params]
+        self.opt = make([{"params": ts, **kw} for ts, kw in zip(self.tensors, group_kwargs)])
+        self.scheduler = scheduler(self.opt) if scheduler else None
+
+    def step(self, grads):
+        for t, g in zip(flat(self.tensors), flat(grads)):
+            t.grad = torch.tensor(g)
+        self.opt.step()
+        if self.scheduler:
+            self.scheduler.step()
+
+    def params(self):
+        return [t.detach().numpy().copy() for t in flat(self.tensors)]
+
+    def set_params(self, values):
+        with torch.no_grad():
+            for t, v in zip(flat(self.tensors), values):
+                t.copy_(torch.tensor(v))
+
+
+def torch_factory(key, backend="ours", foreach=None):
+    """``make(param_groups)`` for torch_opt (``ours``) or the reference torch.optim class."""
+    presets = KEY_PRESETS.get(key, {})
+    if backend == "ours":
+        return functools.partial(torch_opt.OPTIMIZERS[key], foreach=foreach)
+    return functools.partial(TORCH_REFERENCE[key], **presets, foreach=foreach)
+
+
+def jax_transform(key, group_kwargs, wrap=None):
+    """``optax.multi_transform`` with one jax_opt optimizer per group; ``wrap`` maps each."""
+    wrap = wrap or (lambda tx: tx)
+    transforms = {
+        f"g{i}": wrap(jax_opt.OPTIMIZERS[key](**to_jax_kwargs(key, kw))) for i, kw in enumerate(group_kwargs)
+    }
+    return optax.multi_transform(transforms, lambda p: {k: [k] * len(v) for k, v in p.items()})
+
+
+class JaxStepper:
+    """Drive an optax transformation over ``{"g0": [...], "g1": [...]}``, jitted."""
+
+    def __init__(self, tx, params):
+        self.tx = tx
+        self.tree = {f"g{i}": [jnp.asarray(a) for a in group] for i, group in enumerate(params)}
+        self.state = tx.init(self.tree)
+
+        @jax.jit
+        def step(tree, state, grads):
+            updates, state = tx.update(grads, state, tree)
+            return optax.apply_updates(tree, updates), state
+
+        self._step = step
+
+    def step(self, grads):
+        grads = {f"g{i}": [jnp.asarray(g) for g in group] for i, group in enumerate(grads)}
+        self.tree, self.state = self._step(self.tree, self.state, grads)
+
+    def params(self):
+        return [np.asarray(a) for a in flat(self.tree[k] for k in sorted(self.tree))]
+
+
+def trajectory(stepper, grads):
+    """The params before the first step and after every step."""
+    out = [stepper.params()]
+    for g in grads:
+        stepper.step(g)
+        out.append(stepper.params())
+    return out
+
+
+def max_rel_error(traj_a, traj_b):
+    """Largest error relative to the reference's scale, over steps and tensors.
+
+    Per tensor: ``max|a - b| / scale`` where ``scale`` is the largest ``|b|`` the tensor has
+    had so far (trajectories start with the initial params). A tensor that decays through zero keeps the
+    scale it had, so its error is not divided by a value that is only small by accident.
+    """
+    worst = 0.0
+    scales = None
+    for step_a, step_b in zip(traj_a, traj_b, strict=True):
+        mags = [float(np.max(np.abs(b))) for b in step_b]
+        scales = mags if scales is None else [max(s, m) for s, m in zip(scales, mags)]
+        for a, b, scale in zip(step_a, step_b, scales, strict=True):
+            err = np.max(np.abs(np.asarray(a, np.float64) - np.asarray(b, np.float64)))
+            worst = max(worst, float(err) / max(scale, np.finfo(np.float64).tiny))
+    return worst
+
+
+def reference_stepper(key, params, group_kwargs, foreach=False):
+    if key in NUMPY_REFERENCE:
+        presets = KEY_PRESETS.get(key, {})
+        return NUMPY_REFERENCE[key](params, [{**presets, **kw} for kw in group_kwargs])
+    return TorchStepper(torch_factory(key, "torch", foreach), params, group_kwargs)
+
+
+def run_case(case, weight_decay=0.0, dtype=np.float64, foreach=False, steps=STEPS, seed=0):
+    """Trajectories of torch_opt, jax_opt and the reference for one case."""
+    key, group_kwargs = case_kwargs(case, weight_decay)
+    params, grads = make_problem(seed, dtype, steps)
+    with torch_default_dtype(dtype):
+        ours_torch = trajectory(TorchStepper(torch_factory(key, "ours", foreach), params, group_kwargs), grads)
+        ref = trajectory(reference_stepper(key, params, group_kwargs, foreach), grads)
+    ours_jax = trajectory(JaxStepper(jax_transform(key, group_kwargs), params), grads)
+    return ours_torch, ours_jax, ref

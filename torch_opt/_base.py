@@ -1,0 +1,76 @@
+"""The step machinery every torch_opt optimizer shares.
+
+As in torch.optim, an optimizer class validates and stores its defaults, and ``step``
+gathers the tensors of each param group and hands them to the algorithm's functional core,
+which has a per-tensor path and a multi-tensor (``torch._foreach_*``) path.
+"""
+
+from __future__ import annotations
+
+import torch
+
+
+def default_foreach(params) -> bool:
+    """torch.optim's default: the multi-tensor path on CUDA, the per-tensor one elsewhere."""
+    return all(p.is_cuda for p in params)
+
+
+def scalar_step_dtype():
+    """The dtype torch.optim keeps step counts in (float64 only under a float64 default)."""
+    return torch.float64 if torch.get_default_dtype() == torch.float64 else torch.float32
+
+
+def new_step():
+    return torch.tensor(0.0, dtype=scalar_step_dtype())
+
+
+class Optimizer(torch.optim.Optimizer):
+    """Base class: subclasses define ``_init_state(p, group)`` and ``_update(...)``.
+
+    ``_update(group, params, grads, states, foreach)`` receives the params of one group that
+    have a gradient, their (already negated, under ``maximize``) gradients and their state
+    dicts, and updates params and state in place.
+    """
+
+    def __init__(self, params, defaults, *, foreach=None, maximize=False):
+        super().__init__(params, {**defaults, "foreach": foreach, "maximize": maximize})
+
+    def __setstate__(self, state):
+        super().__setstate__(state)
+        for group in self.param_groups:
+            group.setdefault("foreach", None)
+            group.setdefault("maximize", False)
+
+    def _init_state(self, p, group) -> dict:
+        raise NotImplementedError
+
+    def _update(self, group, params, grads, states, foreach) -> None:
+        raise NotImplementedError
+
+    @torch.no_grad()
+    def step(self, closure=None):
+        """Perform one optimization step; ``closure`` re-evaluates the model and returns the loss."""
+        loss = None
+        if closure is not None:
+            with torch.enable_grad():
+                loss = closure()
+        for group in self.param_groups:
+            params = [p for p in group["params"] if p.grad is not None]
+            if not params:
+                continue
+            for p in params:
+                if p.grad.is_sparse:
+                    raise RuntimeError(
+                        f"{type(self).__name__} does not support sparse gradients; use dense "
+                        "gradients (e.g. nn.Embedding(sparse=False)) or torch.optim.SparseAdam."
+                    )
+                if not self.state[p]:
+                    self.state[p].update(self._init_state(p, group))
+            foreach = group["foreach"]
+            if foreach is None:
+                foreach = default_foreach(params)
+            grads = [p.grad for p in params]
+            if group["maximize"]:
+                grads = torch._foreach_neg(grads) if foreach else [-g for g in grads]
+            self._update(group, params, grads, [self.state[p] for p in params], foreach)
+        return loss
