@@ -29,9 +29,35 @@ def weight_decay_term(weight_decay) -> optax.GradientTransformation:
     return optax.add_decayed_weights(weight_decay)
 
 
+def schedule_count(count):
+    """The step count as a float of the default precision, for evaluating schedules.
+
+    optax schedules divide the count by Python numbers: an int32 count gives a float32 value
+    even under ``jax_enable_x64``, which would put float32 rounding into float64 training
+    (torch schedulers compute in Python doubles).
+    """
+    return jnp.asarray(count, dtype=jnp.result_type(float))
+
+
+def learning_rate_at(learning_rate, count):
+    """The learning rate of the update with 0-based index ``count``."""
+    return learning_rate(schedule_count(count)) if callable(learning_rate) else learning_rate
+
+
 def descend(learning_rate) -> optax.GradientTransformation:
     """Multiply by ``-learning_rate`` (a float or a schedule of the step count)."""
-    return optax.scale_by_learning_rate(learning_rate)
+    if callable(learning_rate):
+        return optax.scale_by_schedule(lambda count: -learning_rate_at(learning_rate, count))
+    return optax.scale(-learning_rate)
+
+
+def with_weight_decay(direction, learning_rate, weight_decay, decoupled=False) -> optax.GradientTransformation:
+    """``direction`` scaled by ``-learning_rate``, with L2 decay added to the gradient before it
+    or, if ``decoupled``, AdamW-style decay added to the direction after it."""
+    decay = weight_decay_term(weight_decay)
+    if decoupled:
+        return optax.chain(direction, decay, descend(learning_rate))
+    return optax.chain(decay, direction, descend(learning_rate))
 
 
 def init_count() -> jax.Array:
@@ -43,7 +69,3 @@ def as_dtype(x, like):
     Python double against a float32 tensor)."""
     return jnp.asarray(x, dtype=like.dtype)
 
-
-def learning_rate_at(learning_rate, count):
-    """The learning rate of the update with 0-based index ``count``."""
-    return learning_rate(count) if callable(learning_rate) else learning_rate

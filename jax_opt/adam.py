@@ -20,7 +20,7 @@ Same arithmetic as ``torch_opt.Adam``.
 
 from __future__ import annotations
 
-from typing import NamedTuple, Optional
+from typing import NamedTuple
 
 import jax.numpy as jnp
 import optax
@@ -28,14 +28,14 @@ from optax import tree_utils as otu
 
 from twinopt.hparams import check_beta, check_nonneg
 
-from ._common import as_dtype, descend, init_count, tree_map, weight_decay_term
+from ._common import as_dtype, init_count, tree_map, with_weight_decay
 
 
 class ScaleByAdamState(NamedTuple):
     count: jnp.ndarray
     mu: optax.Updates
     nu: optax.Updates
-    nu_max: Optional[optax.Updates]  # None unless amsgrad
+    nu_max: optax.Updates | None  # None unless amsgrad
 
 
 def scale_by_adam(b1=0.9, b2=0.999, eps=1e-8, amsgrad=False) -> optax.GradientTransformation:
@@ -71,11 +71,7 @@ def adam(learning_rate=1e-3, b1=0.9, b2=0.999, eps=1e-8, weight_decay=0.0,
     check_beta("b2", b2)
     check_nonneg("eps", eps)
     check_nonneg("weight_decay", weight_decay)
-    return optax.chain(
-        weight_decay_term(weight_decay),
-        scale_by_adam(b1, b2, eps, amsgrad),
-        descend(learning_rate),
-    )
+    return with_weight_decay(scale_by_adam(b1, b2, eps, amsgrad), learning_rate, weight_decay)
 
 
 def amsgrad(learning_rate=1e-3, b1=0.9, b2=0.999, eps=1e-8, weight_decay=0.0) -> optax.GradientTransformation:

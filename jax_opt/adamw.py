@@ -18,7 +18,7 @@ import optax
 
 from twinopt.hparams import check_beta, check_nonneg
 
-from ._common import descend, weight_decay_term
+from ._common import with_weight_decay
 from .adam import scale_by_adam
 
 
@@ -30,8 +30,4 @@ def adamw(learning_rate=1e-3, b1=0.9, b2=0.999, eps=1e-8, weight_decay=1e-2,
     check_beta("b2", b2)
     check_nonneg("eps", eps)
     check_nonneg("weight_decay", weight_decay)
-    return optax.chain(
-        scale_by_adam(b1, b2, eps, amsgrad),
-        weight_decay_term(weight_decay),
-        descend(learning_rate),
-    )
+    return with_weight_decay(scale_by_adam(b1, b2, eps, amsgrad), learning_rate, weight_decay, decoupled=True)

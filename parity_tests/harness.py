@@ -33,30 +33,53 @@ CASES = {
     "sgd": ("sgd", {"lr": 0.05}, {"lr": 0.01}),
     "momentum": ("momentum", {"lr": 0.05}, {"lr": 0.01, "momentum": 0.5, "dampening": 0.3}),
     "nesterov": ("nesterov", {"lr": 0.05}, {"lr": 0.02, "momentum": 0.7}),
-    "adagrad": ("adagrad", {"lr": 0.1}, {"lr": 0.05, "lr_decay": 0.01, "initial_accumulator_value": 0.1, "eps": 1e-6}),
+    "adagrad": ("adagrad", {"lr": 0.1},
+                {"lr": 0.05, "lr_decay": 0.01, "initial_accumulator_value": 0.1, "eps": 1e-6}),
     "adadelta": ("adadelta", {"lr": 1.0}, {"lr": 0.5, "rho": 0.8, "eps": 1e-5}),
     "rmsprop": ("rmsprop", {"lr": 0.01}, {"lr": 0.005, "alpha": 0.9, "eps": 1e-6}),
     "rmsprop-momentum": ("rmsprop", {"lr": 0.01, "momentum": 0.9}, {"lr": 0.005, "alpha": 0.9, "momentum": 0.5}),
-    "rmsprop-centered": ("rmsprop", {"lr": 0.01, "centered": True}, {"lr": 0.005, "alpha": 0.9, "momentum": 0.8, "centered": True}),
+    "rmsprop-centered": ("rmsprop", {"lr": 0.01, "centered": True},
+                         {"lr": 0.005, "alpha": 0.9, "momentum": 0.8, "centered": True}),
     "adam": ("adam", {"lr": 0.01}, {"lr": 0.005, "betas": (0.8, 0.99), "eps": 1e-6}),
     "amsgrad": ("amsgrad", {"lr": 0.01}, {"lr": 0.005, "betas": (0.8, 0.99), "eps": 1e-6}),
     "adamax": ("adamax", {"lr": 0.01}, {"lr": 0.005, "betas": (0.8, 0.99), "eps": 1e-6}),
     "adamw": ("adamw", {"lr": 0.01}, {"lr": 0.005, "betas": (0.8, 0.99), "eps": 1e-6, "amsgrad": True}),
-    "nadam": ("nadam", {"lr": 0.01}, {"lr": 0.005, "betas": (0.8, 0.99), "eps": 1e-6, "momentum_decay": 1e-2}),
-    "nadam-decoupled": ("nadam", {"lr": 0.01, "decoupled_weight_decay": True}, {"lr": 0.005, "betas": (0.8, 0.99), "decoupled_weight_decay": True}),
+    "nadam": ("nadam", {"lr": 0.01},
+              {"lr": 0.005, "betas": (0.8, 0.99), "eps": 1e-6, "momentum_decay": 1e-2}),
+    "nadam-decoupled": ("nadam", {"lr": 0.01, "decoupled_weight_decay": True},
+                        {"lr": 0.005, "betas": (0.8, 0.99), "decoupled_weight_decay": True}),
     "radam": ("radam", {"lr": 0.01}, {"lr": 0.005, "betas": (0.8, 0.99), "eps": 1e-6}),
-    "radam-decoupled": ("radam", {"lr": 0.01, "decoupled_weight_decay": True}, {"lr": 0.005, "betas": (0.8, 0.99), "decoupled_weight_decay": True}),
-    "adabound": ("adabound", {"lr": 0.01}, {"lr": 0.005, "betas": (0.8, 0.99), "final_lr": 0.05, "gamma": 1e-2, "eps": 1e-6}),
-    "amsbound": ("amsbound", {"lr": 0.01}, {"lr": 0.005, "betas": (0.8, 0.99), "final_lr": 0.05, "gamma": 1e-2, "eps": 1e-6}),
+    "radam-decoupled": ("radam", {"lr": 0.01, "decoupled_weight_decay": True},
+                        {"lr": 0.005, "betas": (0.8, 0.99), "decoupled_weight_decay": True}),
+    "adabound": ("adabound", {"lr": 0.01},
+                 {"lr": 0.005, "betas": (0.8, 0.99), "final_lr": 0.05, "gamma": 1e-2, "eps": 1e-6}),
+    "amsbound": ("amsbound", {"lr": 0.01},
+                 {"lr": 0.005, "betas": (0.8, 0.99), "final_lr": 0.05, "gamma": 1e-2, "eps": 1e-6}),
     "aggmo": ("aggmo", {"lr": 0.05}, {"lr": 0.02, "betas": (0.0, 0.5, 0.9, 0.95)}),
 }
+
+def torch_adagrad_per_group(param_groups, **kwargs):
+    """torch.optim.Adagrad fills every accumulator from the constructor's
+    initial_accumulator_value and ignores a group's own; ours (both backends) use the group's.
+    The reference is torch.optim's arithmetic with each group's accumulator filled as given."""
+    opt = torch.optim.Adagrad(param_groups, **kwargs)
+    for group in opt.param_groups:
+        for p in group["params"]:
+            opt.state[p]["sum"].fill_(group["initial_accumulator_value"])
+    return opt
+
 
 # Where torch.optim has the algorithm, it is the reference.
 TORCH_REFERENCE = {
     "sgd": torch.optim.SGD, "momentum": torch.optim.SGD, "nesterov": torch.optim.SGD,
-    "adagrad": torch.optim.Adagrad, "adadelta": torch.optim.Adadelta, "rmsprop": torch.optim.RMSprop,
+    "adagrad": torch_adagrad_per_group, "adadelta": torch.optim.Adadelta, "rmsprop": torch.optim.RMSprop,
     "adam": torch.optim.Adam, "amsgrad": torch.optim.Adam, "adamax": torch.optim.Adamax,
     "adamw": torch.optim.AdamW, "nadam": torch.optim.NAdam, "radam": torch.optim.RAdam,
+}
+REFERENCE_NAMES = {
+    **{key: f"torch.optim.{cls.__name__}" for key, cls in TORCH_REFERENCE.items() if key != "adagrad"},
+    "adagrad": "torch.optim.Adagrad (accumulator per group)",
+    **{key: "NumPy (parity_tests/reference.py)" for key in ("adabound", "amsbound", "aggmo")},
 }
 NUMPY_REFERENCE = {"adabound": reference.AdaBound, "amsbound": reference.AdaBound, "aggmo": reference.AggMo}
 
@@ -204,4 +227,52 @@ def run_case(case, weight_decay=0.0, dtype=np.float64, foreach=False, steps=STEP
         ours_torch = trajectory(TorchStepper(torch_factory(key, "ours", foreach), params, group_kwargs), grads)
         ref = trajectory(reference_stepper(key, params, group_kwargs, foreach), grads)
     ours_jax = trajectory(JaxStepper(jax_transform(key, group_kwargs), params), grads)
+    return ours_torch, ours_jax, ref
+
+
+# Schedules as (torch scheduler factory, optax schedule factory of the base lr); equal maps
+# from step count to learning rate, in closed form on the optax side.
+SCHEDULES = {
+    "step": (
+        lambda opt: torch.optim.lr_scheduler.StepLR(opt, step_size=10, gamma=0.5),
+        lambda lr: optax.exponential_decay(lr, transition_steps=10, decay_rate=0.5, staircase=True),
+    ),
+    "cosine": (
+        lambda opt: torch.optim.lr_scheduler.CosineAnnealingLR(opt, T_max=STEPS),
+        lambda lr: optax.cosine_decay_schedule(lr, decay_steps=STEPS),
+    ),
+}
+
+
+class ScheduledReference:
+    """A NumPy reference whose group lrs follow optax schedules, set before each step."""
+
+    def __init__(self, ref, schedules):
+        self.ref, self.schedules, self.count = ref, schedules, 0
+
+    def step(self, grads):
+        self.ref.set_lrs([float(s(self.count)) for s in self.schedules])
+        self.ref.step(grads)
+        self.count += 1
+
+    def params(self):
+        return self.ref.params()
+
+
+def run_scheduled(case, schedule, dtype=np.float64, foreach=False, steps=STEPS):
+    """Trajectories of torch_opt (+ torch scheduler), jax_opt (+ optax schedule), reference."""
+    key, group_kwargs = case_kwargs(case, 0.05)
+    params, grads = make_problem(0, dtype, steps)
+    torch_sched, optax_sched = SCHEDULES[schedule]
+    with torch_default_dtype(dtype):
+        ours_torch = trajectory(
+            TorchStepper(torch_factory(key, "ours", foreach), params, group_kwargs, torch_sched), grads)
+        if key in NUMPY_REFERENCE:
+            ref_stepper = ScheduledReference(
+                reference_stepper(key, params, group_kwargs), [optax_sched(kw["lr"]) for kw in group_kwargs])
+        else:
+            ref_stepper = TorchStepper(torch_factory(key, "torch"), params, group_kwargs, torch_sched)
+        ref = trajectory(ref_stepper, grads)
+    scheduled = [{**kw, "lr": optax_sched(kw["lr"])} for kw in group_kwargs]
+    ours_jax = trajectory(JaxStepper(jax_transform(key, scheduled), params), grads)
     return ours_torch, ours_jax, ref

@@ -1,0 +1,80 @@
+r"""Aggregated Momentum, AggMo (Lucas et al., 2019), the arithmetic of the official AtheMathmo/AggMo code.
+
+K heavy-ball velocities with damping factors :math:`\beta_1, \dots, \beta_K`, averaged. For
+each parameter :math:`p` with gradient :math:`g`::
+
+    g   <- g + weight_decay * p                   (L2 penalty, only if weight_decay != 0)
+    v_i <- beta_i * v_i + g                        (i = 1..K)
+    p   <- p - lr * (sum_i v_i) / K
+
+The K velocities of a parameter are one stacked array of shape ``(K, *p.shape)``: the state's
+``trace`` is a tree of those. Different ``aggmo`` instances (e.g. per
+``optax.multi_transform`` label) may have betas of different lengths.
+
+Paper: Lucas, Sun, Zemel & Grosse, "Aggregated Momentum: Stability Through Passive Damping",
+ICLR 2019. Reference: AtheMathmo/AggMo ``src/aggmo.py`` (its root ``aggmo.py`` is the same
+update with default betas (0, 0.9, 0.99, 0.999)), reproduced to 1e-12 relative in float64
+against the NumPy transcription in ``parity_tests/reference.py``. Neither torch.optim nor
+optax has AggMo; with one beta it is heavy-ball momentum, ``torch.optim.SGD(momentum=beta)``
+or ``optax.sgd(momentum=beta)`` (no dampening, no Nesterov). Differences from the official code:
+
+- It adds the weight decay into ``p.grad`` in place; here (as in any optax transformation)
+  the incoming gradients are not modified.
+- It subtracts ``lr / K * v_i`` from ``p`` once per velocity; here the velocities are summed
+  first, which differs only by rounding (within 1e-12 relative in float64).
+- Its buffers are a dict keyed by beta (so a beta listed twice shares one velocity, updated
+  twice a step); here one velocity per entry of ``betas``. ``learning_rate`` has a default
+  (0.1), and ``learning_rate``, ``betas`` (a non-empty tuple of values in [0, 1)) and
+  ``weight_decay`` are validated (the official code checks nothing).
+
+Same arithmetic as ``torch_opt.AggMo``.
+"""
+
+from __future__ import annotations
+
+from typing import NamedTuple
+
+import jax.numpy as jnp
+import optax
+
+from twinopt.hparams import check_betas, check_nonneg
+
+from ._common import as_dtype, descend, tree_map, weight_decay_term
+
+
+class ScaleByAggMoState(NamedTuple):
+    trace: optax.Updates  # per leaf: the K velocities stacked on a leading axis
+
+
+def scale_by_aggmo(betas=(0.0, 0.9, 0.99)) -> optax.GradientTransformation:
+    """The AggMo direction ``(sum_i v_i) / K`` (to be scaled by ``-lr``)."""
+    betas = tuple(betas)
+    num_betas = len(betas)
+
+    def init(params):
+        return ScaleByAggMoState(tree_map(lambda p: jnp.zeros((num_betas, *p.shape), p.dtype), params))
+
+    def update(updates, state, params=None):
+        del params
+
+        def velocities(v, g):
+            beta = as_dtype(jnp.asarray(betas), v).reshape((num_betas,) + (1,) * g.ndim)
+            return beta * v + g
+
+        trace = tree_map(velocities, state.trace, updates)
+        updates = tree_map(lambda v: jnp.sum(v, axis=0) / num_betas, trace)
+        return updates, ScaleByAggMoState(trace)
+
+    return optax.GradientTransformation(init, update)
+
+
+def aggmo(learning_rate=0.1, betas=(0.0, 0.9, 0.99), weight_decay=0.0) -> optax.GradientTransformation:
+    """AggMo with one velocity per entry of ``betas``; L2 weight decay added to the gradient."""
+    check_nonneg("learning_rate", learning_rate)
+    check_betas("betas", betas)
+    check_nonneg("weight_decay", weight_decay)
+    return optax.chain(
+        weight_decay_term(weight_decay),
+        scale_by_aggmo(betas),
+        descend(learning_rate),
+    )

@@ -1,0 +1,109 @@
+"""jax_opt inside optax's machinery, checked against torch_opt doing the same by hand:
+``optax.inject_hyperparams`` with the learning rate changed between steps (torch: the group's
+lr changed at the same steps), ``optax.MultiSteps`` (torch: the mean of k gradients, one step
+every k), ``optax.chain`` after an elementwise clip (torch: the clip applied to .grad)."""
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+import optax
+import pytest
+import torch
+
+import jax_opt
+import torch_opt
+from twinopt.hparams import KEYS, to_jax_kwargs
+
+from . import harness as h
+from .test_update_parity import F64_TOL
+
+LR_CHANGES = {30: 0.5, 60: 3.0}  # step -> factor applied to the initial lr
+
+
+def problem(key):
+    _, (kwargs, _) = h.case_kwargs(key, 0.05)
+    params, grads = h.make_problem()
+    return kwargs, h.flat(params), [h.flat(g) for g in grads]
+
+
+def run_torch(key, kwargs, params, grads, every_k=1, clip=None, lr_changes=None):
+    with h.torch_default_dtype(np.float64):
+        tensors = [torch.tensor(p) for p in params]
+        opt = torch_opt.OPTIMIZERS[key](tensors, **kwargs)
+        acc = [torch.zeros_like(t) for t in tensors]
+        out = []
+        for i, gs in enumerate(grads):
+            if lr_changes and i in lr_changes:
+                opt.param_groups[0]["lr"] = kwargs["lr"] * lr_changes[i]
+            for a, g in zip(acc, gs):
+                a += torch.tensor(g)
+            if (i + 1) % every_k == 0:
+                for t, a in zip(tensors, acc):
+                    t.grad = (a / every_k).clamp(-clip, clip) if clip else a / every_k
+                    a.zero_()
+                opt.step()
+            out.append([t.numpy().copy() for t in tensors])
+        return out
+
+
+def run_jax(tx, params, grads, inject=False, lr=None):
+    params = [jnp.asarray(p) for p in params]
+    state = tx.init(params)
+
+    @jax.jit
+    def step(params, state, g):
+        updates, state = tx.update(g, state, params)
+        return optax.apply_updates(params, updates), state
+
+    out = []
+    for i, gs in enumerate(grads):
+        if inject and i in LR_CHANGES:
+            state.hyperparams["learning_rate"] = jnp.asarray(lr * LR_CHANGES[i])
+        params, state = step(params, state, [jnp.asarray(g) for g in gs])
+        out.append([np.asarray(p) for p in params])
+    return out
+
+
+@pytest.mark.parametrize("key", KEYS)
+def test_inject_hyperparams_learning_rate_change(key):
+    kwargs, params, grads = problem(key)
+    tx = optax.inject_hyperparams(jax_opt.OPTIMIZERS[key])(**to_jax_kwargs(key, kwargs))
+    ours_jax = run_jax(tx, params, grads, inject=True, lr=kwargs["lr"])
+    ours_torch = run_torch(key, kwargs, params, grads, lr_changes=LR_CHANGES)
+    assert h.max_rel_error(ours_jax, ours_torch) <= F64_TOL
+    constant = run_torch(key, kwargs, params, grads)
+    assert h.max_rel_error(ours_torch, constant) > 1e-6  # guard: the change mattered
+
+
+@pytest.mark.parametrize("key", KEYS)
+def test_multisteps_accumulates_like_torch(key):
+    kwargs, params, grads = problem(key)
+    # optax accumulates in float32 unless told otherwise.
+    tx = optax.MultiSteps(jax_opt.OPTIMIZERS[key](**to_jax_kwargs(key, kwargs)), every_k_schedule=3,
+                          accumulator_dtype=jnp.float64)
+    ours_jax = run_jax(tx, params, grads[:99])
+    ours_torch = run_torch(key, kwargs, params, grads[:99], every_k=3)
+    assert h.max_rel_error(ours_jax, ours_torch) <= F64_TOL
+    np.testing.assert_array_equal(ours_jax[0][0], params[0])  # no step before the 3rd gradient
+
+
+@pytest.mark.parametrize("key", KEYS)
+def test_chain_after_clip(key):
+    kwargs, params, grads = problem(key)
+    tx = optax.chain(optax.clip(0.5), jax_opt.OPTIMIZERS[key](**to_jax_kwargs(key, kwargs)))
+    ours_jax = run_jax(tx, params, grads)
+    ours_torch = run_torch(key, kwargs, params, grads, clip=0.5)
+    assert h.max_rel_error(ours_jax, ours_torch) <= F64_TOL
+
+
+def test_jit_and_eager_agree():
+    kwargs, params, grads = problem("adabound")
+    tx = jax_opt.adabound(**to_jax_kwargs("adabound", kwargs))
+    p = [jnp.asarray(x) for x in params]
+    state = tx.init(p)
+    for gs in grads[:10]:
+        updates, state = tx.update([jnp.asarray(g) for g in gs], state, p)
+        p = optax.apply_updates(p, updates)
+    jitted = run_jax(tx, params, grads[:10])[-1]
+    for a, b in zip(p, jitted):
+        np.testing.assert_allclose(np.asarray(a), b, rtol=1e-14, atol=0)

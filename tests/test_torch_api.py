@@ -1,0 +1,130 @@
+"""torch_opt behaves as a torch.optim user expects: closure, maximize, sparse gradients,
+params without gradients, foreach default, loading torch.optim state, Lookahead as an
+Optimizer (schedulers, zero_grad, add_param_group)."""
+
+import functools
+
+import pytest
+import torch
+
+import torch_opt
+from twinopt.hparams import KEYS
+
+
+def model_and_data(seed=0):
+    torch.manual_seed(seed)
+    model = torch.nn.Sequential(torch.nn.Linear(4, 8), torch.nn.Tanh(), torch.nn.Linear(8, 1)).double()
+    x, y = torch.randn(16, 4, dtype=torch.float64), torch.randn(16, 1, dtype=torch.float64)
+    return model, x, y
+
+
+@pytest.mark.parametrize("key", KEYS)
+def test_closure_is_evaluated_and_returned(key):
+    model, x, y = model_and_data()
+    opt = torch_opt.OPTIMIZERS[key](model.parameters(), lr=1e-2)
+    calls = []
+
+    def closure():
+        opt.zero_grad()
+        loss = torch.nn.functional.mse_loss(model(x), y)
+        loss.backward()
+        calls.append(loss.item())
+        return loss
+
+    losses = [opt.step(closure).item() for _ in range(30)]
+    assert calls == losses
+    assert losses[-1] < losses[0]
+
+
+@pytest.mark.parametrize("foreach", [False, True])
+@pytest.mark.parametrize("key", KEYS)
+def test_maximize_equals_descent_on_negated_gradient(key, foreach):
+    results = []
+    for maximize in (False, True):
+        torch.manual_seed(1)
+        p = torch.nn.Parameter(torch.randn(5, dtype=torch.float64))
+        opt = torch_opt.OPTIMIZERS[key]([p], lr=1e-2, maximize=maximize, foreach=foreach)
+        for i in range(20):
+            g = torch.randn(5, dtype=torch.float64, generator=torch.Generator().manual_seed(i))
+            p.grad = -g if maximize else g
+            opt.step()
+        results.append(p.detach().clone())
+    torch.testing.assert_close(results[0], results[1], rtol=0, atol=0)
+
+
+@pytest.mark.parametrize("key", KEYS)
+def test_sparse_gradient_is_refused_clearly(key):
+    emb = torch.nn.Embedding(10, 3, sparse=True)
+    opt = torch_opt.OPTIMIZERS[key](emb.parameters())
+    emb(torch.tensor([1, 2])).sum().backward()
+    with pytest.raises(RuntimeError, match="sparse gradients"):
+        opt.step()
+
+
+@pytest.mark.parametrize("key", KEYS)
+def test_params_without_grad_are_left_alone(key):
+    a, b = torch.nn.Parameter(torch.ones(3)), torch.nn.Parameter(torch.ones(3))
+    opt = torch_opt.OPTIMIZERS[key]([a, b], lr=0.1)
+    a.grad = torch.ones(3)
+    opt.step()
+    assert torch.equal(b, torch.ones(3)) and b not in opt.state and not torch.equal(a, torch.ones(3))
+
+
+def test_foreach_defaults_to_per_tensor_on_cpu():
+    p = torch.nn.Parameter(torch.ones(3))
+    assert torch_opt.Adam([p]).param_groups[0]["foreach"] is None
+    from torch_opt._base import default_foreach
+    assert default_foreach([p]) is False
+
+
+TORCH_CLASSES = {
+    "sgd": torch.optim.SGD, "momentum": functools.partial(torch.optim.SGD, momentum=0.9),
+    "adagrad": torch.optim.Adagrad, "adadelta": torch.optim.Adadelta, "rmsprop": torch.optim.RMSprop,
+    "adam": torch.optim.Adam, "amsgrad": functools.partial(torch.optim.Adam, amsgrad=True),
+    "adamax": torch.optim.Adamax, "adamw": torch.optim.AdamW, "nadam": torch.optim.NAdam,
+    "radam": torch.optim.RAdam,
+}
+
+
+@pytest.mark.parametrize("key", list(TORCH_CLASSES))
+def test_torch_optim_state_dict_loads_into_ours(key):
+    """A run started with torch.optim continues with torch_opt on the same trajectory."""
+    torch.set_default_dtype(torch.float64)
+    try:
+        finals = []
+        for switch in (False, True):
+            model, x, y = model_and_data()
+            opt = TORCH_CLASSES[key](model.parameters(), lr=1e-2)
+            for i in range(20):
+                if i == 10 and switch:
+                    ours = torch_opt.OPTIMIZERS[key](model.parameters(), lr=1e-2)
+                    ours.load_state_dict(opt.state_dict())
+                    opt = ours
+                opt.zero_grad()
+                torch.nn.functional.mse_loss(model(x), y).backward()
+                opt.step()
+            finals.append([p.detach().clone() for p in model.parameters()])
+        for a, b in zip(*finals):
+            torch.testing.assert_close(a, b, rtol=0, atol=0)
+    finally:
+        torch.set_default_dtype(torch.float32)
+
+
+def test_lookahead_is_an_optimizer_sharing_param_groups():
+    model, x, y = model_and_data()
+    inner = torch_opt.Adam(model.parameters(), lr=0.1)
+    opt = torch_opt.Lookahead(inner, k=3)
+    assert isinstance(opt, torch.optim.Optimizer) and opt.param_groups is inner.param_groups
+    sched = torch.optim.lr_scheduler.StepLR(opt, step_size=1, gamma=0.5)
+    for _ in range(3):
+        opt.zero_grad()
+        torch.nn.functional.mse_loss(model(x), y).backward()
+        assert all(p.grad is not None for p in model.parameters())
+        opt.step()
+        sched.step()
+    assert inner.param_groups[0]["lr"] == pytest.approx(0.1 * 0.5**3)
+    extra = torch.nn.Parameter(torch.ones(2))
+    opt.add_param_group({"params": [extra], "lr": 0.5})
+    assert inner.param_groups[-1]["params"] == [extra] and len(opt.param_groups) == 2
+    with pytest.raises(ValueError, match="Not a Lookahead state_dict"):
+        opt.load_state_dict(inner.state_dict())
