@@ -27,7 +27,7 @@ from optax import tree_utils as otu
 
 from twinopt.hparams import check_nonneg, check_range
 
-from ._common import descend, init_count, tree_map, weight_decay_term
+from ._common import init_count, tree_map, with_weight_decay
 
 
 class ScaleByAdadeltaState(NamedTuple):
@@ -60,8 +60,4 @@ def adadelta(learning_rate=1.0, rho=0.9, eps=1e-6, weight_decay=0.0) -> optax.Gr
     check_range("rho", rho, 0.0, 1.0)
     check_nonneg("eps", eps)
     check_nonneg("weight_decay", weight_decay)
-    return optax.chain(
-        weight_decay_term(weight_decay),
-        scale_by_adadelta(rho, eps),
-        descend(learning_rate),
-    )
+    return with_weight_decay(scale_by_adadelta(rho, eps), learning_rate, weight_decay)

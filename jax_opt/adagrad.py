@@ -31,7 +31,7 @@ from optax import tree_utils as otu
 
 from twinopt.hparams import check_nonneg
 
-from ._common import descend, init_count, is_static_zero, learning_rate_at, tree_map, weight_decay_term
+from ._common import init_count, is_static_zero, learning_rate_at, tree_map, with_weight_decay
 
 
 class ScaleByAdagradState(NamedTuple):
@@ -69,8 +69,5 @@ def adagrad(learning_rate=1e-2, lr_decay=0.0, weight_decay=0.0, initial_accumula
     check_nonneg("weight_decay", weight_decay)
     check_nonneg("initial_accumulator_value", initial_accumulator_value)
     check_nonneg("eps", eps)
-    return optax.chain(
-        weight_decay_term(weight_decay),
-        scale_by_adagrad(initial_accumulator_value, eps),
-        descend(decayed_learning_rate(learning_rate, lr_decay)),
-    )
+    direction = scale_by_adagrad(initial_accumulator_value, eps)
+    return with_weight_decay(direction, decayed_learning_rate(learning_rate, lr_decay), weight_decay)

@@ -27,7 +27,7 @@ from optax import tree_utils as otu
 
 from twinopt.hparams import check_beta, check_nonneg
 
-from ._common import as_dtype, descend, init_count, tree_map, weight_decay_term
+from ._common import as_dtype, init_count, tree_map, with_weight_decay
 
 
 class ScaleByAdamaxState(NamedTuple):
@@ -62,8 +62,4 @@ def adamax(learning_rate=2e-3, b1=0.9, b2=0.999, eps=1e-8, weight_decay=0.0) -> 
     check_beta("b2", b2)
     check_nonneg("eps", eps)
     check_nonneg("weight_decay", weight_decay)
-    return optax.chain(
-        weight_decay_term(weight_decay),
-        scale_by_adamax(b1, b2, eps),
-        descend(learning_rate),
-    )
+    return with_weight_decay(scale_by_adamax(b1, b2, eps), learning_rate, weight_decay)

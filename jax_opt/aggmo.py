@@ -39,7 +39,7 @@ import optax
 
 from twinopt.hparams import check_betas, check_nonneg
 
-from ._common import as_dtype, descend, tree_map, weight_decay_term
+from ._common import as_dtype, tree_map, with_weight_decay
 
 
 class ScaleByAggMoState(NamedTuple):
@@ -73,8 +73,4 @@ def aggmo(learning_rate=0.1, betas=(0.0, 0.9, 0.99), weight_decay=0.0) -> optax.
     check_nonneg("learning_rate", learning_rate)
     check_betas("betas", betas)
     check_nonneg("weight_decay", weight_decay)
-    return optax.chain(
-        weight_decay_term(weight_decay),
-        scale_by_aggmo(betas),
-        descend(learning_rate),
-    )
+    return with_weight_decay(scale_by_aggmo(betas), learning_rate, weight_decay)

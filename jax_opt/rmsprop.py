@@ -36,7 +36,7 @@ from optax import tree_utils as otu
 
 from twinopt.hparams import check_nonneg, check_range
 
-from ._common import descend, init_count, is_static_zero, tree_map, weight_decay_term
+from ._common import init_count, is_static_zero, tree_map, with_weight_decay
 
 
 class ScaleByRmspropState(NamedTuple):
@@ -83,8 +83,4 @@ def rmsprop(learning_rate=1e-2, alpha=0.99, eps=1e-8, weight_decay=0.0, momentum
     check_nonneg("eps", eps)
     check_nonneg("weight_decay", weight_decay)
     check_nonneg("momentum", momentum)
-    return optax.chain(
-        weight_decay_term(weight_decay),
-        scale_by_rmsprop(alpha, eps, momentum, centered),
-        descend(learning_rate),
-    )
+    return with_weight_decay(scale_by_rmsprop(alpha, eps, momentum, centered), learning_rate, weight_decay)

@@ -33,7 +33,7 @@ from optax import tree_utils as otu
 
 from twinopt.hparams import check_nesterov, check_nonneg, check_range
 
-from ._common import descend, init_count, is_static_zero, tree_map, weight_decay_term
+from ._common import init_count, is_static_zero, tree_map, with_weight_decay
 
 
 class ScaleByMomentumState(NamedTuple):
@@ -71,8 +71,5 @@ def sgd(learning_rate=1e-3, momentum=0.0, dampening=0.0, nesterov=False,
     check_range("dampening", dampening, 0.0, 1.0)
     check_nonneg("weight_decay", weight_decay)
     check_nesterov(nesterov, momentum, dampening)
-    return optax.chain(
-        weight_decay_term(weight_decay),
-        optax.identity() if is_static_zero(momentum) else scale_by_momentum(momentum, dampening, nesterov),
-        descend(learning_rate),
-    )
+    direction = optax.identity() if is_static_zero(momentum) else scale_by_momentum(momentum, dampening, nesterov)
+    return with_weight_decay(direction, learning_rate, weight_decay)

@@ -276,3 +276,18 @@ def run_scheduled(case, schedule, dtype=np.float64, foreach=False, steps=STEPS):
     scheduled = [{**kw, "lr": optax_sched(kw["lr"])} for kw in group_kwargs]
     ours_jax = trajectory(JaxStepper(jax_transform(key, scheduled), params), grads)
     return ours_torch, ours_jax, ref
+
+
+def run_lookahead(case, dtype=np.float64, foreach=False, k=5, alpha=0.6):
+    """Trajectories of Lookahead around the case's optimizer (with weight decay 0.05): torch_opt,
+    jax_opt, and the NumPy Algorithm 1 around the inner reference."""
+    key, group_kwargs = case_kwargs(case, 0.05)
+    params, grads = make_problem(dtype=dtype)
+    with torch_default_dtype(dtype):
+        def make(groups):
+            return torch_opt.Lookahead(torch_opt.OPTIMIZERS[key](groups, foreach=foreach), k, alpha, foreach=foreach)
+
+        ours_torch = trajectory(TorchStepper(make, params, group_kwargs), grads)
+        ref = trajectory(reference.Lookahead(reference_stepper(key, params, group_kwargs), k, alpha), grads)
+    ours_jax = trajectory(JaxStepper(jax_opt.lookahead(jax_transform(key, group_kwargs), k, alpha), params), grads)
+    return ours_torch, ours_jax, ref

@@ -4,30 +4,14 @@ NumPy transcription of Algorithm 1 (around the inner reference) agree."""
 import numpy as np
 import pytest
 
-import torch_opt
-from jax_opt import lookahead as jax_lookahead
-from torch_opt import Lookahead
-
 from . import harness as h
-from . import reference
+from .harness import run_lookahead
 from .test_update_parity import TOL
-
-
-def run_lookahead(case, dtype, foreach, k=5, alpha=0.6):
-    key, group_kwargs = h.case_kwargs(case, 0.05)
-    params, grads = h.make_problem(dtype=dtype)
-    with h.torch_default_dtype(dtype):
-        ours_torch = h.trajectory(h.TorchStepper(
-            lambda groups: Lookahead(torch_opt.OPTIMIZERS[key](groups, foreach=foreach), k=k, alpha=alpha,
-                                     foreach=foreach), params, group_kwargs), grads)
-        ref = h.trajectory(reference.Lookahead(h.reference_stepper(key, params, group_kwargs), k, alpha), grads)
-    ours_jax = h.trajectory(h.JaxStepper(jax_lookahead(h.jax_transform(key, group_kwargs), k, alpha), params), grads)
-    return ours_torch, ours_jax, ref
 
 
 @pytest.mark.parametrize("foreach", [False, True], ids=["single", "foreach"])
 @pytest.mark.parametrize("dtype", [np.float64, np.float32], ids=["f64", "f32"])
-@pytest.mark.parametrize("case", ["momentum", "adam", "radam", "adabound", "aggmo"])
+@pytest.mark.parametrize("case", list(h.CASES))
 def test_lookahead_parity(case, dtype, foreach):
     ours_torch, ours_jax, ref = run_lookahead(case, dtype, foreach)
     assert h.max_rel_error(ours_torch, ref) <= TOL[dtype]

@@ -67,19 +67,43 @@ def adam(params, grads, exp_avgs, exp_avg_sqs, max_exp_avg_sqs, steps, *, foreac
        beta2=beta2, eps=eps, weight_decay=weight_decay, decoupled_weight_decay=decoupled_weight_decay)
 
 
+def decay_and_update_moments(param, grad, exp_avg, exp_avg_sq, *, lr, beta1, beta2, weight_decay,
+                             decoupled_weight_decay):
+    """The start of every Adam-family step, as torch.optim does it: weight decay (decoupled: the
+    param shrinks in place; L2: added to a new gradient tensor, p.grad is left alone), then the
+    two moments. Returns the gradient the moments saw."""
+    if weight_decay != 0:
+        if decoupled_weight_decay:
+            param.mul_(1 - lr * weight_decay)
+        else:
+            grad = grad.add(param, alpha=weight_decay)
+    exp_avg.lerp_(grad, 1 - beta1)
+    exp_avg_sq.mul_(beta2).addcmul_(grad, grad, value=1 - beta2)
+    return grad
+
+
+def foreach_decay_and_update_moments(params, grads, exp_avgs, exp_avg_sqs, *, lr, beta1, beta2, weight_decay,
+                                     decoupled_weight_decay):
+    """:func:`decay_and_update_moments` on lists of tensors with ``torch._foreach_*`` ops."""
+    if weight_decay != 0:
+        if decoupled_weight_decay:
+            torch._foreach_mul_(params, 1 - lr * weight_decay)
+        else:
+            grads = torch._foreach_add(grads, params, alpha=weight_decay)
+    torch._foreach_lerp_(exp_avgs, grads, 1 - beta1)
+    torch._foreach_mul_(exp_avg_sqs, beta2)
+    torch._foreach_addcmul_(exp_avg_sqs, grads, grads, 1 - beta2)
+    return grads
+
+
 def _single_tensor_adam(params, grads, exp_avgs, exp_avg_sqs, max_exp_avg_sqs, steps, *, lr,
                         beta1, beta2, eps, weight_decay, decoupled_weight_decay):
     for i, (param, grad, exp_avg, exp_avg_sq, step_t) in enumerate(
             zip(params, grads, exp_avgs, exp_avg_sqs, steps)):
         step_t += 1
         step = step_t.item()
-        if weight_decay != 0:
-            if decoupled_weight_decay:
-                param.mul_(1 - lr * weight_decay)
-            else:
-                grad = grad.add(param, alpha=weight_decay)
-        exp_avg.lerp_(grad, 1 - beta1)
-        exp_avg_sq.mul_(beta2).addcmul_(grad, grad, value=1 - beta2)
+        decay_and_update_moments(param, grad, exp_avg, exp_avg_sq, lr=lr, beta1=beta1, beta2=beta2,
+                                 weight_decay=weight_decay, decoupled_weight_decay=decoupled_weight_decay)
         if max_exp_avg_sqs is not None:
             torch.maximum(max_exp_avg_sqs[i], exp_avg_sq, out=max_exp_avg_sqs[i])
             exp_avg_sq = max_exp_avg_sqs[i]
@@ -90,14 +114,8 @@ def _single_tensor_adam(params, grads, exp_avgs, exp_avg_sqs, max_exp_avg_sqs, s
 def _multi_tensor_adam(params, grads, exp_avgs, exp_avg_sqs, max_exp_avg_sqs, steps, *, lr,
                        beta1, beta2, eps, weight_decay, decoupled_weight_decay):
     torch._foreach_add_(steps, 1)
-    if weight_decay != 0:
-        if decoupled_weight_decay:
-            torch._foreach_mul_(params, 1 - lr * weight_decay)
-        else:
-            grads = torch._foreach_add(grads, params, alpha=weight_decay)
-    torch._foreach_lerp_(exp_avgs, grads, 1 - beta1)
-    torch._foreach_mul_(exp_avg_sqs, beta2)
-    torch._foreach_addcmul_(exp_avg_sqs, grads, grads, 1 - beta2)
+    foreach_decay_and_update_moments(params, grads, exp_avgs, exp_avg_sqs, lr=lr, beta1=beta1, beta2=beta2,
+                                     weight_decay=weight_decay, decoupled_weight_decay=decoupled_weight_decay)
     if max_exp_avg_sqs is not None:
         torch._foreach_maximum_(max_exp_avg_sqs, exp_avg_sqs)
         exp_avg_sqs = max_exp_avg_sqs

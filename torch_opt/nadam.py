@@ -35,6 +35,7 @@ import torch
 from twinopt.hparams import check_betas, check_nonneg
 
 from ._base import Optimizer, new_step, scalar_step_dtype
+from .adam import decay_and_update_moments, foreach_decay_and_update_moments
 
 
 class NAdam(Optimizer):
@@ -98,16 +99,11 @@ def _single_tensor_nadam(params, grads, exp_avgs, exp_avg_sqs, mu_products, step
             params, grads, exp_avgs, exp_avg_sqs, mu_products, steps):
         step_t += 1
         step = step_t.item()
-        if weight_decay != 0:
-            if decoupled_weight_decay:
-                param.mul_(1 - lr * weight_decay)
-            else:
-                grad = grad.add(param, alpha=weight_decay)
+        grad = decay_and_update_moments(param, grad, exp_avg, exp_avg_sq, lr=lr, beta1=beta1, beta2=beta2,
+                                        weight_decay=weight_decay, decoupled_weight_decay=decoupled_weight_decay)
         mu = _momentum(beta1, step, momentum_decay)
         mu_next = _momentum(beta1, step + 1, momentum_decay)
         mu_product *= mu
-        exp_avg.lerp_(grad, 1 - beta1)
-        exp_avg_sq.mul_(beta2).addcmul_(grad, grad, value=1 - beta2)
         denom = exp_avg_sq.div(1 - beta2**step).sqrt().add_(eps)
         grad_size, exp_avg_size = _step_sizes(lr, mu, mu_next, mu_product.item())
         param.addcdiv_(grad, denom, value=grad_size)
@@ -117,14 +113,8 @@ def _single_tensor_nadam(params, grads, exp_avgs, exp_avg_sqs, mu_products, step
 def _multi_tensor_nadam(params, grads, exp_avgs, exp_avg_sqs, mu_products, steps, *, lr, beta1,
                         beta2, eps, weight_decay, momentum_decay, decoupled_weight_decay):
     torch._foreach_add_(steps, 1)
-    if weight_decay != 0:
-        if decoupled_weight_decay:
-            torch._foreach_mul_(params, 1 - lr * weight_decay)
-        else:
-            grads = torch._foreach_add(grads, params, alpha=weight_decay)
-    torch._foreach_lerp_(exp_avgs, grads, 1 - beta1)
-    torch._foreach_mul_(exp_avg_sqs, beta2)
-    torch._foreach_addcmul_(exp_avg_sqs, grads, grads, 1 - beta2)
+    grads = foreach_decay_and_update_moments(params, grads, exp_avgs, exp_avg_sqs, lr=lr, beta1=beta1, beta2=beta2,
+                                             weight_decay=weight_decay, decoupled_weight_decay=decoupled_weight_decay)
     denoms = torch._foreach_sqrt(exp_avg_sqs)
     step_values = [s.item() for s in steps]
     mus = [_momentum(beta1, t, momentum_decay) for t in step_values]

@@ -38,6 +38,7 @@ import torch
 from twinopt.hparams import check_betas, check_nonneg
 
 from ._base import Optimizer, new_step
+from .adam import decay_and_update_moments, foreach_decay_and_update_moments
 
 
 class RAdam(Optimizer):
@@ -90,13 +91,8 @@ def _single_tensor_radam(params, grads, exp_avgs, exp_avg_sqs, steps, *, lr, bet
     for param, grad, exp_avg, exp_avg_sq, step_t in zip(params, grads, exp_avgs, exp_avg_sqs, steps):
         step_t += 1
         step = step_t.item()
-        if weight_decay != 0:
-            if decoupled_weight_decay:
-                param.mul_(1 - lr * weight_decay)
-            else:
-                grad = grad.add(param, alpha=weight_decay)
-        exp_avg.lerp_(grad, 1 - beta1)
-        exp_avg_sq.mul_(beta2).addcmul_(grad, grad, value=1 - beta2)
+        decay_and_update_moments(param, grad, exp_avg, exp_avg_sq, lr=lr, beta1=beta1, beta2=beta2,
+                                 weight_decay=weight_decay, decoupled_weight_decay=decoupled_weight_decay)
         bias_corrected_exp_avg = exp_avg / (1 - beta1**step)
         rect = _rectification(step, beta2)
         if rect:
@@ -110,14 +106,8 @@ def _multi_tensor_radam(params, grads, exp_avgs, exp_avg_sqs, steps, *, lr, beta
                         weight_decay, decoupled_weight_decay):
     torch._foreach_add_(steps, 1)
     step_values = [s.item() for s in steps]
-    if weight_decay != 0:
-        if decoupled_weight_decay:
-            torch._foreach_mul_(params, 1 - lr * weight_decay)
-        else:
-            grads = torch._foreach_add(grads, params, alpha=weight_decay)
-    torch._foreach_lerp_(exp_avgs, grads, 1 - beta1)
-    torch._foreach_mul_(exp_avg_sqs, beta2)
-    torch._foreach_addcmul_(exp_avg_sqs, grads, grads, 1 - beta2)
+    foreach_decay_and_update_moments(params, grads, exp_avgs, exp_avg_sqs, lr=lr, beta1=beta1, beta2=beta2,
+                                     weight_decay=weight_decay, decoupled_weight_decay=decoupled_weight_decay)
     rects = [_rectification(t, beta2) for t in step_values]
     bias_corrections1 = [1 - beta1**t for t in step_values]
     unrect_step_sizes = [(lr * (0 if r > 0 else 1.0) / bc) * -1 for r, bc in zip(rects, bias_corrections1)]
