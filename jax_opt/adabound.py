@@ -64,12 +64,15 @@ def scale_by_adabound(learning_rate=1e-3, b1=0.9, b2=0.999, final_lr=0.1, gamma=
     """The AdaBound step ``clip(s / d, lower, upper) * m``, learning rate included (to be negated)."""
 
     def init(params):
-        zeros = otu.tree_zeros_like(params)
+        # One buffer per state entry: shared ones could not be donated to a jitted step.
+        def zeros():
+            return otu.tree_zeros_like(params)
+
         count = init_count()
         # Evaluated as the first update evaluates it, so lr / base_lr is exactly 1 there;
         # strongly typed, so the state's types stay the same after every update.
         base_lr = jnp.asarray(learning_rate_at(learning_rate, count), jax.dtypes.canonicalize_dtype(jnp.float64))
-        return ScaleByAdaBoundState(count, base_lr, zeros, zeros, zeros if amsbound else None)
+        return ScaleByAdaBoundState(count, base_lr, zeros(), zeros(), zeros() if amsbound else None)
 
     def update(updates, state, params=None):
         del params

@@ -40,8 +40,11 @@ def scale_by_adadelta(rho=0.9, eps=1e-6) -> optax.GradientTransformation:
     """The Adadelta step ``d`` (to be scaled by ``-lr``)."""
 
     def init(params):
-        zeros = otu.tree_zeros_like(params)
-        return ScaleByAdadeltaState(init_count(), zeros, zeros)
+        # One buffer per state entry: shared ones could not be donated to a jitted step.
+        def zeros():
+            return otu.tree_zeros_like(params)
+
+        return ScaleByAdadeltaState(init_count(), zeros(), zeros())
 
     def update(updates, state, params=None):
         del params

@@ -42,8 +42,11 @@ def scale_by_adam(b1=0.9, b2=0.999, eps=1e-8, amsgrad=False) -> optax.GradientTr
     """The Adam direction ``(m / d) / (1 - b1^t)`` (to be scaled by ``-lr``)."""
 
     def init(params):
-        zeros = otu.tree_zeros_like(params)
-        return ScaleByAdamState(init_count(), zeros, zeros, zeros if amsgrad else None)
+        # One buffer per state entry: shared ones could not be donated to a jitted step.
+        def zeros():
+            return otu.tree_zeros_like(params)
+
+        return ScaleByAdamState(init_count(), zeros(), zeros(), zeros() if amsgrad else None)
 
     def update(updates, state, params=None):
         del params

@@ -40,8 +40,11 @@ def scale_by_adamax(b1=0.9, b2=0.999, eps=1e-8) -> optax.GradientTransformation:
     """The Adamax direction ``(m / u) / (1 - b1^t)`` (to be scaled by ``-lr``)."""
 
     def init(params):
-        zeros = otu.tree_zeros_like(params)
-        return ScaleByAdamaxState(init_count(), zeros, zeros)
+        # One buffer per state entry: shared ones could not be donated to a jitted step.
+        def zeros():
+            return otu.tree_zeros_like(params)
+
+        return ScaleByAdamaxState(init_count(), zeros(), zeros())
 
     def update(updates, state, params=None):
         del params

@@ -57,8 +57,11 @@ def scale_by_nadam(b1=0.9, b2=0.999, eps=1e-8, momentum_decay=4e-3) -> optax.Gra
         return b1 * (1.0 - 0.5 * 0.96 ** (t * momentum_decay))
 
     def init(params):
-        zeros = otu.tree_zeros_like(params)
-        return ScaleByNadamState(init_count(), jnp.ones([], dtype=float), zeros, zeros)
+        # One buffer per state entry: shared ones could not be donated to a jitted step.
+        def zeros():
+            return otu.tree_zeros_like(params)
+
+        return ScaleByNadamState(init_count(), jnp.ones([], dtype=float), zeros(), zeros())
 
     def update(updates, state, params=None):
         del params

@@ -51,8 +51,11 @@ def scale_by_radam(b1=0.9, b2=0.999, eps=1e-8) -> optax.GradientTransformation:
     """The RAdam direction (to be scaled by ``-lr``): rectified Adam or bias-corrected momentum."""
 
     def init(params):
-        zeros = otu.tree_zeros_like(params)
-        return ScaleByRadamState(init_count(), zeros, zeros)
+        # One buffer per state entry: shared ones could not be donated to a jitted step.
+        def zeros():
+            return otu.tree_zeros_like(params)
+
+        return ScaleByRadamState(init_count(), zeros(), zeros())
 
     def update(updates, state, params=None):
         del params

@@ -51,9 +51,12 @@ def scale_by_rmsprop(alpha=0.99, eps=1e-8, momentum=0.0, centered=False) -> opta
     use_momentum = not is_static_zero(momentum)
 
     def init(params):
-        zeros = otu.tree_zeros_like(params)
-        return ScaleByRmspropState(init_count(), zeros, zeros if use_momentum else None,
-                                   zeros if centered else None)
+        # One buffer per state entry: shared ones could not be donated to a jitted step.
+        def zeros():
+            return otu.tree_zeros_like(params)
+
+        return ScaleByRmspropState(init_count(), zeros(), zeros() if use_momentum else None,
+                                   zeros() if centered else None)
 
     def update(updates, state, params=None):
         del params

@@ -3,6 +3,8 @@
 lr changed at the same steps), ``optax.MultiSteps`` (torch: the mean of k gradients, one step
 every k), ``optax.chain`` after an elementwise clip (torch: the clip applied to .grad)."""
 
+import functools
+
 import jax
 import jax.numpy as jnp
 import numpy as np
@@ -107,3 +109,24 @@ def test_jit_and_eager_agree():
     jitted = run_jax(tx, params, grads[:10])[-1]
     for a, b in zip(p, jitted):
         np.testing.assert_allclose(np.asarray(a), b, rtol=1e-14, atol=0)
+
+
+@pytest.mark.parametrize("lookahead", [False, True], ids=["plain", "lookahead"])
+@pytest.mark.parametrize("key", KEYS)
+def test_state_buffers_can_be_donated(key, lookahead):
+    """A jitted step donating params and state (as train_jax.py does) needs every state buffer
+    to be its own: a tree of zeros shared by two moments made XLA refuse the donation."""
+    tx = jax_opt.OPTIMIZERS[key]()
+    if lookahead:
+        tx = jax_opt.lookahead(tx)
+    params = {"w": jnp.ones((3, 2)), "b": jnp.ones(2)}
+    state = tx.init(params)
+
+    @functools.partial(jax.jit, donate_argnums=(0, 1))
+    def step(params, state, grads):
+        updates, state = tx.update(grads, state, params)
+        return optax.apply_updates(params, updates), state
+
+    for _ in range(3):
+        params, state = step(params, state, jax.tree_util.tree_map(jnp.ones_like, params))
+    assert all(np.isfinite(np.asarray(x)).all() for x in jax.tree_util.tree_leaves(params))

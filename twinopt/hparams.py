@@ -24,6 +24,26 @@ KEY_PRESETS = {
     "amsbound": {"amsbound": True},
 }
 
+# The hyperparameters each key accepts (torch names; lr and weight_decay for all). The CLI
+# offers these; tests check them against both backends' signatures.
+KEY_ARGS = {
+    "sgd": ("momentum", "dampening"),
+    "momentum": ("momentum", "dampening"),
+    "nesterov": ("momentum",),
+    "adagrad": ("lr_decay", "initial_accumulator_value", "eps"),
+    "adadelta": ("rho", "eps"),
+    "rmsprop": ("alpha", "eps", "momentum", "centered"),
+    "adam": ("betas", "eps", "amsgrad"),
+    "amsgrad": ("betas", "eps"),
+    "adamax": ("betas", "eps"),
+    "adamw": ("betas", "eps", "amsgrad"),
+    "nadam": ("betas", "eps", "momentum_decay", "decoupled_weight_decay"),
+    "radam": ("betas", "eps", "decoupled_weight_decay"),
+    "adabound": ("betas", "final_lr", "gamma", "eps", "amsbound"),
+    "amsbound": ("betas", "final_lr", "gamma", "eps"),
+    "aggmo": ("betas",),
+}
+
 # torch name -> jax name, for the arguments whose names differ between the backends.
 _RENAMES = {"lr": "learning_rate", "k": "sync_period", "alpha": "slow_step_size"}
 

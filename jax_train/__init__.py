@@ -1,0 +1,1 @@
+"""JAX side of the training scripts: Flax NNX models and weight conversion (imports jax/flax, never torch)."""

@@ -1,0 +1,69 @@
+"""The shared command line: flags, checks and the optimizer hyperparameters each key takes."""
+
+import inspect
+
+import pytest
+
+import jax_opt
+import torch_opt
+from twinopt import cli
+from twinopt.hparams import KEY_ARGS, KEY_PRESETS, KEYS, to_jax_kwargs
+from twinopt.schedules import lr_factor
+
+# What a key fixes itself (its preset flags; Nesterov requires dampening 0) is not a flag of it.
+FIXED_BY_KEY = {"nesterov": {"nesterov", "dampening"}, "sgd": {"nesterov"}, "momentum": {"nesterov"},
+                "amsgrad": {"amsgrad"}, "amsbound": {"amsbound"}}
+
+
+@pytest.mark.parametrize("key", KEYS)
+def test_key_args_match_both_backends(key):
+    torch_args = set(inspect.signature(torch_opt.OPTIMIZERS[key]).parameters) - {"params", "foreach", "maximize"}
+    jax_args = set(inspect.signature(jax_opt.OPTIMIZERS[key]).parameters)
+    offered = {"lr", "weight_decay", *KEY_ARGS[key]}
+    assert offered <= torch_args
+    assert torch_args - offered == FIXED_BY_KEY.get(key, set())
+    assert set(to_jax_kwargs(key, dict.fromkeys(offered - {"betas"}, 0.5))) <= jax_args
+    assert set(KEY_PRESETS.get(key, {})) <= torch_args
+
+
+def test_original_flags_parse():
+    args = cli.parse_args("-num_epochs 100 -dataset cifar -num_train 16384".split(), "torch")
+    assert (args.num_epochs, args.dataset, args.num_train) == (100, "cifar", 16384)
+    assert args.out_dir == "runs/cifar-adam-torch-seed0"
+
+
+def test_hyperparameters_from_the_command_line():
+    args = cli.parse_args("-optimizer adabound -lr 0.01 -betas 0.8,0.99 -final_lr 0.05 -amsbound".split(), "jax")
+    assert args.optimizer_kwargs == {"lr": 0.01, "betas": (0.8, 0.99), "final_lr": 0.05, "amsbound": True}
+    assert to_jax_kwargs("adabound", args.optimizer_kwargs) == {
+        "learning_rate": 0.01, "b1": 0.8, "b2": 0.99, "final_lr": 0.05, "amsbound": True}
+    aggmo = cli.parse_args("-optimizer aggmo -betas 0,0.5,0.9,0.99".split(), "torch")
+    assert to_jax_kwargs("aggmo", aggmo.optimizer_kwargs) == {"betas": (0.0, 0.5, 0.9, 0.99)}
+
+
+def test_a_hyperparameter_the_optimizer_lacks_is_refused(capsys):
+    with pytest.raises(SystemExit, match="-optimizer sgd has no hyperparameter -final_lr; it takes -lr, "
+                                         "-weight_decay, -momentum, -dampening"):
+        cli.parse_args("-optimizer sgd -final_lr 0.1".split(), "torch")
+
+
+@pytest.mark.parametrize("argv, message", [
+    ("-optimizer adamm", "unknown -optimizer 'adamm'; valid: sgd, momentum"),
+    ("-num_train 0", "-num_train must be >= 1"),
+    ("-batch_size 0", "-batch_size must be >= 1"),
+    ("-betas 0.9,x", "expected comma-separated numbers"),
+    ("-cnn_channels 1,2", "-cnn_channels takes 3 values"),
+    ("-dataset svhn", "invalid choice: 'svhn'"),
+])
+def test_bad_flags_are_refused_with_a_message(argv, message, capsys):
+    with pytest.raises(SystemExit):
+        cli.parse_args(argv.split(), "jax")
+    assert message in capsys.readouterr().err
+
+
+def test_schedules():
+    assert [lr_factor("step", s, 100) for s in (0, 49, 50, 74, 75, 99)] == [1, 1, 0.1, 0.1, 0.1**2, 0.1**2]
+    assert lr_factor("cosine", 0, 100) == 1.0 and abs(lr_factor("cosine", 100, 100)) < 1e-16
+    assert lr_factor("cosine", 150, 100) == lr_factor("cosine", 100, 100)
+    with pytest.raises(ValueError, match="Unknown schedule 'linear'"):
+        lr_factor("linear", 0, 10)

@@ -1,0 +1,93 @@
+"""The training scripts end to end on tiny data: the run folder, resume, bad input."""
+
+import json
+import os
+
+import numpy as np
+import pytest
+
+import train_jax
+import train_torch
+
+SCRIPTS = {"torch": train_torch, "jax": train_jax}
+
+
+@pytest.fixture(scope="module")
+def data_dir(tmp_path_factory):
+    folder = tmp_path_factory.mktemp("data")
+    rng = np.random.default_rng(0)
+    np.savez(folder / "mnist.npz", x_train=rng.integers(0, 256, (64, 28, 28), dtype=np.uint8),
+             y_train=rng.integers(0, 10, 64, dtype=np.uint8),
+             x_test=rng.integers(0, 256, (20, 28, 28), dtype=np.uint8), y_test=rng.integers(0, 10, 20, dtype=np.uint8))
+    return folder
+
+
+def argv(data_dir, out_dir, *extra):
+    return ["-data_dir", str(data_dir), "-out_dir", str(out_dir), "-batch_size", "16", "-mlp_hidden", "16,8",
+            "-no_progress", "-optimizer", "adam", "-lookahead", "-lookahead_k", "3", "-schedule", "cosine", *extra]
+
+
+def records(run):
+    with open(os.path.join(run, "metrics.jsonl")) as f:
+        return [json.loads(line) for line in f]
+
+
+def without_times(recs):
+    return [{k: v for k, v in r.items() if k not in ("epoch_time_s", "samples_per_s", "wall_time_s")} for r in recs]
+
+
+@pytest.mark.parametrize("backend", SCRIPTS)
+def test_run_folder_contents(backend, data_dir, tmp_path):
+    SCRIPTS[backend].main(argv(data_dir, tmp_path / "run", "-num_epochs", "2"))
+    config = json.load(open(tmp_path / "run" / "config.json"))
+    assert config["backend"] == backend and config["data"].startswith(f"files: {data_dir}")
+    recs = records(tmp_path / "run")
+    assert [r["step"] for r in recs if "loss" in r] == list(range(1, 9))
+    assert [r["epoch"] for r in recs if "test_acc" in r] == [1, 2]
+    ext = "pt" if backend == "torch" else "npz"
+    assert sorted(os.listdir(tmp_path / "run" / "checkpoints")) == [f"epoch_0001.{ext}", f"epoch_0002.{ext}"]
+
+
+@pytest.mark.parametrize("backend", SCRIPTS)
+def test_resume_continues_exactly(backend, data_dir, tmp_path):
+    """A run that lost its last two epochs (their checkpoints) resumes from epoch 1 and gives
+    the same records as the run that never stopped: schedule, Lookahead, data order included."""
+    script = SCRIPTS[backend]
+    for name in ("straight", "resumed"):
+        script.main(argv(data_dir, tmp_path / name, "-num_epochs", "3"))
+    straight = records(tmp_path / "straight")
+    for name in sorted(os.listdir(tmp_path / "resumed" / "checkpoints"))[1:]:
+        os.remove(tmp_path / "resumed" / "checkpoints" / name)
+    # The configuration comes from the run: only the folder (and where the data is) is given.
+    script.main(["-out_dir", str(tmp_path / "resumed"), "-resume", "-no_progress", "-data_dir", str(data_dir)])
+    assert without_times(records(tmp_path / "resumed")) == without_times(straight)
+    with pytest.raises(SystemExit, match="fixes its cosine schedule"):
+        script.main(["-out_dir", str(tmp_path / "resumed"), "-resume", "-num_epochs", "5"])
+
+
+@pytest.mark.parametrize("backend", SCRIPTS)
+def test_non_empty_run_folder_is_refused(backend, data_dir, tmp_path):
+    (tmp_path / "run").mkdir()
+    (tmp_path / "run" / "notes.txt").write_text("mine")
+    with pytest.raises(SystemExit, match="is not empty; continue it with -resume"):
+        SCRIPTS[backend].main(argv(data_dir, tmp_path / "run"))
+    assert os.listdir(tmp_path / "run") == ["notes.txt"]
+
+
+@pytest.mark.parametrize("backend", SCRIPTS)
+def test_resume_errors(backend, data_dir, tmp_path):
+    with pytest.raises(SystemExit, match="no config.json"):
+        SCRIPTS[backend].main(argv(data_dir, tmp_path / "none", "-resume"))
+    SCRIPTS[backend].main(argv(data_dir, tmp_path / "run", "-num_epochs", "1"))
+    with pytest.raises(SystemExit, match="-optimizer sgd differs from the run's adam"):
+        SCRIPTS[backend].main(argv(data_dir, tmp_path / "run", "-resume", "-optimizer", "sgd"))
+    for name in os.listdir(tmp_path / "run" / "checkpoints"):
+        os.remove(tmp_path / "run" / "checkpoints" / name)
+    with pytest.raises(SystemExit, match="no .* checkpoint"):
+        SCRIPTS[backend].main(argv(data_dir, tmp_path / "run", "-resume"))
+
+
+@pytest.mark.parametrize("backend", SCRIPTS)
+def test_batch_larger_than_data_is_refused(backend, data_dir, tmp_path):
+    with pytest.raises(SystemExit, match="-batch_size 128 is larger than the 64 training images"):
+        SCRIPTS[backend].main(argv(data_dir, tmp_path / "run", "-batch_size", "128"))

@@ -1,0 +1,1 @@
+"""PyTorch side of the training scripts: models (imports torch, never jax)."""

@@ -1,0 +1,180 @@
+"""Train the DeepOBS MNIST MLP or CIFAR-10 3c3d CNN with a jax_opt optimizer (Flax NNX).
+
+    python train_jax.py -dataset mnist -optimizer adam -num_epochs 3
+    python train_jax.py -num_epochs 100 -dataset cifar -num_train 16384 -data_dir ../shared/data
+
+Takes the same flags as train_torch.py; with the same seed both start from the same weights,
+see the same batches in the same order and follow the same trajectory (parity_tests).
+A whole step (forward, backward, optimizer update) is one jitted function with its buffers
+donated; the next batches are moved to the device in a background thread, and the per-step
+losses are fetched once per epoch, so the host never waits on the device inside an epoch.
+"""
+
+from __future__ import annotations
+
+import functools
+import inspect
+import json
+import queue
+import sys
+import threading
+import time
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+import optax
+from flax import nnx
+
+import jax_opt
+from jax_train.models import build_model
+from twinopt import cli, data, runs, training
+from twinopt.hparams import to_jax_kwargs
+from twinopt.models import MODELS
+from twinopt.schedules import lr_factor
+
+
+def make_optimizer(args, total_steps):
+    factory = jax_opt.OPTIMIZERS[args.optimizer]
+    kwargs = to_jax_kwargs(args.optimizer, args.optimizer_kwargs)
+    if args.schedule != "constant":
+        base = kwargs.get("learning_rate", inspect.signature(factory).parameters["learning_rate"].default)
+        kwargs["learning_rate"] = lambda count: base * lr_factor(args.schedule, count, total_steps, jnp)
+    tx = factory(**kwargs)
+    if args.lookahead:
+        tx = jax_opt.lookahead(tx, sync_period=args.lookahead_k, slow_step_size=args.lookahead_alpha)
+    return tx
+
+
+def prefetch(batches, size=2):
+    """Yield the batches already on the device, transferred in a background thread."""
+    q = queue.Queue(maxsize=size)
+    done = object()
+
+    def worker():
+        try:
+            for batch in batches:
+                q.put(jax.device_put(batch))
+        except BaseException as err:  # re-raised in the consumer
+            q.put(err)
+        q.put(done)
+
+    threading.Thread(target=worker, daemon=True).start()
+    while (item := q.get()) is not done:
+        if isinstance(item, BaseException):
+            raise item
+        yield item
+
+
+def save_checkpoint(path, params, opt_state, epoch, step):
+    leaves = [np.asarray(leaf) for leaf in jax.tree_util.tree_leaves((params, opt_state))]
+    meta = json.dumps({"epoch": epoch, "step": step, "num_leaves": len(leaves)})
+    with open(path + ".tmp", "wb") as f:
+        np.savez(f, *leaves, meta=np.array(meta))
+    runs.commit(path + ".tmp", path)
+
+
+def load_checkpoint(path, params, opt_state):
+    """Restore into the structure of ``(params, opt_state)``; an incompatible file is an error."""
+    template, treedef = jax.tree_util.tree_flatten((params, opt_state))
+    with np.load(path) as ckpt:
+        meta = json.loads(str(ckpt["meta"]))
+        leaves = [ckpt[f"arr_{i}"] for i in range(meta["num_leaves"])]
+    if len(leaves) != len(template) or any(a.shape != b.shape for a, b in zip(leaves, template)):
+        raise SystemExit(f"error: {path} does not hold this model and optimizer's state "
+                         "(another -optimizer, -lookahead or model size?).")
+    params, opt_state = jax.tree_util.tree_unflatten(treedef, [jnp.asarray(x) for x in leaves])
+    return params, opt_state, meta
+
+
+def main(argv=None):
+    args = cli.parse_args(argv, "jax")
+    defaults = vars(cli.parse_args([], "jax"))
+    run = runs.RunDir(args, "jax", "npz", defaults)
+    dtype = np.float64 if args.dtype == "float64" else np.float32
+    if dtype == np.float64:
+        jax.config.update("jax_enable_x64", True)
+
+    ds = data.load_dataset(args.dataset, args.data_dir, args.data_source, args.num_train, args.seed)
+    print(f"data: {ds.source}; {len(ds.y_train)} train / {len(ds.y_test)} test images", flush=True)
+    run.record(data=ds.source, num_train_images=len(ds.y_train), num_test_images=len(ds.y_test))
+    model = build_model(MODELS[args.dataset], args.seed, dtype,
+                        hidden=args.mlp_hidden, channels=args.cnn_channels, dense=args.cnn_dense)
+    graphdef, params = nnx.split(model)
+    steps_per_epoch = data.steps_per_epoch(len(ds.y_train), args.batch_size)
+    if steps_per_epoch == 0:
+        raise SystemExit(f"error: -batch_size {args.batch_size} is larger than the {len(ds.y_train)} training images.")
+    tx = make_optimizer(args, args.num_epochs * steps_per_epoch)
+    opt_state = tx.init(params)
+    num_params = sum(x.size for x in jax.tree_util.tree_leaves(params))
+    print(f"model: {MODELS[args.dataset]}, {num_params:,} params, {args.dtype}; "
+          f"optimizer: {cli.describe_optimizer(args)}; schedule: {args.schedule}", flush=True)
+
+    def loss_and_logits(params, x, y):
+        logits = nnx.merge(graphdef, params)(x)
+        return optax.softmax_cross_entropy_with_integer_labels(logits, y).mean(), logits
+
+    @functools.partial(jax.jit, donate_argnums=(0, 1))
+    def train_step(params, opt_state, x, y):
+        (loss, logits), grads = jax.value_and_grad(loss_and_logits, has_aux=True)(params, x, y)
+        updates, opt_state = tx.update(grads, opt_state, params)
+        return optax.apply_updates(params, updates), opt_state, loss, jnp.sum(jnp.argmax(logits, -1) == y)
+
+    @jax.jit
+    def eval_step(params, x, y):
+        loss, logits = loss_and_logits(params, x, y)
+        return loss * len(y), jnp.sum(jnp.argmax(logits, -1) == y)
+
+    def evaluate(params):
+        total_loss, correct = 0.0, 0
+        for xb, yb in data.eval_batches(ds.x_test, ds.y_test, args.eval_batch_size, dtype):
+            batch_loss, batch_correct = eval_step(params, xb, yb)
+            total_loss, correct = total_loss + float(batch_loss), correct + int(batch_correct)
+        return total_loss / len(ds.y_test), correct / len(ds.y_test)
+
+    start_epoch, step = 0, 0
+    if args.resume:
+        epoch, path = run.latest_checkpoint()
+        params, opt_state, meta = load_checkpoint(path, params, opt_state)
+        start_epoch, step = epoch, meta["step"]
+        print(f"resumed from {path} (epoch {epoch}, step {step})", flush=True)
+    metrics = run.open_metrics(upto_step=step if args.resume else None)
+    augment = args.dataset == "cifar" and not args.no_augment
+    start_time = time.time()
+
+    for epoch in range(start_epoch + 1, args.num_epochs + 1):
+        losses, corrects = [], []
+        bar = training.progress(steps_per_epoch, f"epoch {epoch}", args.no_progress)
+        epoch_start = time.perf_counter()
+        batches = data.train_batches(ds.x_train, ds.y_train, args.batch_size, epoch=epoch, seed=args.seed,
+                                     augment=augment, dtype=dtype)
+        for i, (x, y) in enumerate(prefetch(batches)):
+            params, opt_state, loss, correct = train_step(params, opt_state, x, y)
+            losses.append(loss)
+            corrects.append(correct)
+            bar.update()
+            if i % 50 == 49:  # reading a loss waits for its step: only now and then
+                bar.set_postfix_str(f"loss {float(loss):.4f}, "
+                                    f"{(i + 1) * args.batch_size / (time.perf_counter() - epoch_start):.0f} samples/s")
+        losses = np.asarray(jax.device_get(losses), dtype=np.float64)
+        correct = int(np.sum(jax.device_get(corrects)))
+        epoch_time = time.perf_counter() - epoch_start
+        bar.close()
+        if not np.isfinite(losses).all():
+            bad = step + 1 + int(np.argmin(np.isfinite(losses)))
+            raise SystemExit(f"error: non-finite training loss at step {bad}; the last good checkpoint is kept.")
+        records = [{"step": step + i + 1, "epoch": epoch, "loss": float(v)} for i, v in enumerate(losses)]
+        step += len(losses)
+        test_loss, test_acc = evaluate(params)
+        record = training.epoch_record(epoch, step, losses, correct, len(losses) * args.batch_size,
+                                       test_loss, test_acc, epoch_time, start_time)
+        save_checkpoint(run.checkpoint_path(epoch), params, opt_state, epoch, step)
+        metrics.write(records + [record])
+        run.prune(args.keep_checkpoints)
+        training.print_epoch(record, args.num_epochs)
+    metrics.close()
+    return run.path
+
+
+if __name__ == "__main__":
+    sys.exit(0 if main() else 1)

