@@ -138,7 +138,7 @@ def main(argv=None):
         params, opt_state, meta = load_checkpoint(path, params, opt_state)
         start_epoch, step = epoch, meta["step"]
         print(f"resumed from {path} (epoch {epoch}, step {step})", flush=True)
-    metrics = run.open_metrics(upto_step=step if args.resume else None)
+    run.open_metrics(upto_step=step if args.resume else None)
     augment = args.dataset == "cifar" and not args.no_augment
     start_time = time.time()
 
@@ -169,10 +169,9 @@ def main(argv=None):
         record = training.epoch_record(epoch, step, losses, correct, len(losses) * args.batch_size,
                                        test_loss, test_acc, epoch_time, start_time)
         save_checkpoint(run.checkpoint_path(epoch), params, opt_state, epoch, step)
-        metrics.write(records + [record])
-        run.prune(args.keep_checkpoints)
+        run.end_epoch(records, record, args.keep_checkpoints)
         training.print_epoch(record, args.num_epochs)
-    metrics.close()
+    run.metrics.close()
     return run.path
 
 

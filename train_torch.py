@@ -76,7 +76,7 @@ def main(argv=None):
             scheduler.load_state_dict(ckpt["scheduler"])
         start_epoch, step = epoch, ckpt["step"]
         print(f"resumed from {path} (epoch {epoch}, step {step})", flush=True)
-    metrics = run.open_metrics(upto_step=step if args.resume else None)
+    run.open_metrics(upto_step=step if args.resume else None)
     augment = args.dataset == "cifar" and not args.no_augment
     start_time = time.time()
 
@@ -114,10 +114,9 @@ def main(argv=None):
                 "scheduler": scheduler.state_dict() if scheduler is not None else None, "epoch": epoch, "step": step}
         torch.save(ckpt, run.checkpoint_path(epoch) + ".tmp")
         runs.commit(run.checkpoint_path(epoch) + ".tmp", run.checkpoint_path(epoch))
-        metrics.write(records + [record])
-        run.prune(args.keep_checkpoints)
+        run.end_epoch(records, record, args.keep_checkpoints)
         training.print_epoch(record, args.num_epochs)
-    metrics.close()
+    run.metrics.close()
     return run.path
 
 

@@ -136,7 +136,13 @@ class RunDir:
                 records = [json.loads(line) for line in f if line.strip()]
             kept = [r for r in records if r["step"] <= upto_step]
             atomic_write(path, "".join(json.dumps(r) + "\n" for r in kept).encode())
-        return MetricsLog(path)
+        self.metrics = MetricsLog(path)
+        return self.metrics
+
+    def end_epoch(self, records, epoch_record, keep_checkpoints):
+        """After the epoch's checkpoint is written: its metrics, then the old checkpoints go."""
+        self.metrics.write([*records, epoch_record])
+        self.prune(keep_checkpoints)
 
 
 class MetricsLog:
