@@ -49,26 +49,33 @@ def make_optimizer(args, total_steps):
 def prefetch(batches, size=2):
     """Yield the batches already on the device, transferred in a background thread."""
     q = queue.Queue(maxsize=size)
-    done = object()
+    done, stop = object(), threading.Event()
 
     def worker():
         try:
             for batch in batches:
+                if stop.is_set():
+                    return
                 q.put(jax.device_put(batch))
         except BaseException as err:  # re-raised in the consumer
             q.put(err)
         q.put(done)
 
     threading.Thread(target=worker, daemon=True).start()
-    while (item := q.get()) is not done:
-        if isinstance(item, BaseException):
-            raise item
-        yield item
+    try:
+        while (item := q.get()) is not done:
+            if isinstance(item, BaseException):
+                raise item
+            yield item
+    finally:  # the consumer stopped early: let the worker finish
+        stop.set()
+        while not q.empty():
+            q.get_nowait()
 
 
-def save_checkpoint(path, params, opt_state, epoch, step):
+def save_checkpoint(path, params, opt_state, meta):
     leaves = [np.asarray(leaf) for leaf in jax.tree_util.tree_leaves((params, opt_state))]
-    meta = json.dumps({"epoch": epoch, "step": step, "num_leaves": len(leaves)})
+    meta = json.dumps({**meta, "num_leaves": len(leaves)})
     with open(path + ".tmp", "wb") as f:
         np.savez(f, *leaves, meta=np.array(meta))
     runs.commit(path + ".tmp", path)
@@ -132,45 +139,64 @@ def main(argv=None):
             total_loss, correct = total_loss + float(batch_loss), correct + int(batch_correct)
         return total_loss / len(ds.y_test), correct / len(ds.y_test)
 
-    start_epoch, step = 0, 0
+    first_epoch, step, partial = 1, 0, None
     if args.resume:
-        epoch, path = run.latest_checkpoint()
+        step, path = run.latest_checkpoint()
         params, opt_state, meta = load_checkpoint(path, params, opt_state)
-        start_epoch, step = epoch, meta["step"]
-        print(f"resumed from {path} (epoch {epoch}, step {step})", flush=True)
+        first_epoch, partial = meta["epoch"], meta["epoch_state"]
+        if partial is None:  # saved at the end of its epoch
+            first_epoch += 1
+        print(f"resumed from {path} (epoch {meta['epoch']}, step {step})", flush=True)
     run.open_metrics(upto_step=step if args.resume else None)
     augment = args.dataset == "cifar" and not args.no_augment
     start_time = time.time()
 
-    for epoch in range(start_epoch + 1, args.num_epochs + 1):
-        losses, corrects = [], []
-        bar = training.progress(steps_per_epoch, f"epoch {epoch}", args.no_progress)
-        epoch_start = time.perf_counter()
-        batches = data.train_batches(ds.x_train, ds.y_train, args.batch_size, epoch=epoch, seed=args.seed,
-                                     augment=augment, dtype=dtype)
-        for i, (x, y) in enumerate(prefetch(batches)):
-            params, opt_state, loss, correct = train_step(params, opt_state, x, y)
-            losses.append(loss)
-            corrects.append(correct)
-            bar.update()
-            if i % 50 == 49:  # reading a loss waits for its step: only now and then
-                bar.set_postfix_str(f"loss {float(loss):.4f}, "
-                                    f"{(i + 1) * args.batch_size / (time.perf_counter() - epoch_start):.0f} samples/s")
+    def end_segment(state, losses, corrects, segment_start):
+        """Fetch the segment's per-step losses (once, not per step) into the epoch state."""
         losses = np.asarray(jax.device_get(losses), dtype=np.float64)
-        correct = int(np.sum(jax.device_get(corrects)))
-        epoch_time = time.perf_counter() - epoch_start
-        bar.close()
+        first = step - len(losses) + 1
         if not np.isfinite(losses).all():
-            bad = step + 1 + int(np.argmin(np.isfinite(losses)))
+            bad = first + int(np.argmin(np.isfinite(losses)))
             raise SystemExit(f"error: non-finite training loss at step {bad}; the last good checkpoint is kept.")
-        records = [{"step": step + i + 1, "epoch": epoch, "loss": float(v)} for i, v in enumerate(losses)]
-        step += len(losses)
-        test_loss, test_acc = evaluate(params)
-        record = training.epoch_record(epoch, step, losses, correct, len(losses) * args.batch_size,
-                                       test_loss, test_acc, epoch_time, start_time)
-        save_checkpoint(run.checkpoint_path(epoch), params, opt_state, epoch, step)
-        run.end_epoch(records, record, args.keep_checkpoints)
-        training.print_epoch(record, args.num_epochs)
+        state["losses"] += losses.tolist()
+        state["correct"] += int(np.sum(jax.device_get(corrects)))
+        state["seen"] += len(losses) * args.batch_size
+        state["time_s"] += time.perf_counter() - segment_start
+        return [{"step": first + i, "epoch": epoch, "loss": float(v)} for i, v in enumerate(losses)]
+
+    with training.StopOnSignal() as stop:
+        for epoch in range(first_epoch, args.num_epochs + 1):
+            state, partial = partial or training.new_epoch_state(), None
+            losses, corrects = [], []
+            bar = training.progress(steps_per_epoch, f"epoch {epoch}", args.no_progress)
+            bar.update(len(state["losses"]))
+            segment_start = time.perf_counter()
+            batches = data.train_batches(ds.x_train, ds.y_train, args.batch_size, epoch=epoch, seed=args.seed,
+                                         augment=augment, dtype=dtype, start_step=len(state["losses"]))
+            for x, y in prefetch(batches):
+                params, opt_state, loss, correct = train_step(params, opt_state, x, y)
+                step += 1
+                losses.append(loss)
+                corrects.append(correct)
+                bar.update()
+                if len(losses) % 50 == 0:  # reading a loss waits for its step: only now and then
+                    rate = len(losses) * args.batch_size / (time.perf_counter() - segment_start)
+                    bar.set_postfix_str(f"loss {float(loss):.4f}, {rate:.0f} samples/s")
+                if stop.requested(step):
+                    records = end_segment(state, losses, corrects, segment_start)
+                    save_checkpoint(run.checkpoint_path(step), params, opt_state,
+                                    {"epoch": epoch, "step": step, "epoch_state": state})
+                    run.metrics.write(records)
+                    bar.close()
+                    stop.exit(run.path, "train_jax.py", step)
+            records = end_segment(state, losses, corrects, segment_start)
+            bar.close()
+            test_loss, test_acc = evaluate(params)
+            record = training.epoch_record(epoch, step, state, test_loss, test_acc, start_time)
+            save_checkpoint(run.checkpoint_path(step), params, opt_state,
+                            {"epoch": epoch, "step": step, "epoch_state": None})
+            run.end_epoch(records, record, args.keep_checkpoints)
+            training.print_epoch(record, args.num_epochs)
     run.metrics.close()
     return run.path
 

@@ -66,56 +66,71 @@ def main(argv=None):
     print(f"model: {MODELS[args.dataset]}, {sum(p.numel() for p in model.parameters()):,} params, {args.dtype}; "
           f"optimizer: {cli.describe_optimizer(args)}; schedule: {args.schedule}", flush=True)
 
-    start_epoch, step = 0, 0
+    first_epoch, step, partial = 1, 0, None
     if args.resume:
-        epoch, path = run.latest_checkpoint()
+        step, path = run.latest_checkpoint()
         ckpt = torch.load(path, weights_only=True)
         model.load_state_dict(ckpt["model"])
         opt.load_state_dict(ckpt["optimizer"])
         if scheduler is not None:
             scheduler.load_state_dict(ckpt["scheduler"])
-        start_epoch, step = epoch, ckpt["step"]
-        print(f"resumed from {path} (epoch {epoch}, step {step})", flush=True)
+        first_epoch, partial = ckpt["epoch"], ckpt["epoch_state"]
+        if partial is None:  # saved at the end of its epoch
+            first_epoch += 1
+        print(f"resumed from {path} (epoch {ckpt['epoch']}, step {step})", flush=True)
     run.open_metrics(upto_step=step if args.resume else None)
     augment = args.dataset == "cifar" and not args.no_augment
     start_time = time.time()
 
-    for epoch in range(start_epoch + 1, args.num_epochs + 1):
-        model.train()
-        losses, correct, seen, records = [], 0, 0, []
-        bar = training.progress(steps_per_epoch, f"epoch {epoch}", args.no_progress)
-        epoch_start = time.perf_counter()
-        for xb, yb in data.train_batches(ds.x_train, ds.y_train, args.batch_size, epoch=epoch, seed=args.seed,
-                                         augment=augment, dtype=dtype):
-            x, y = torch.from_numpy(xb), torch.from_numpy(yb)
-            opt.zero_grad(set_to_none=True)
-            logits = model(x)
-            loss = F.cross_entropy(logits, y)
-            loss.backward()
-            opt.step()
-            if scheduler is not None:
-                scheduler.step()
-            step += 1
-            losses.append(loss.item())
-            if not math.isfinite(losses[-1]):
-                raise SystemExit(f"error: non-finite training loss {losses[-1]} at step {step}; "
-                                 "the last good checkpoint is kept.")
-            correct += (logits.argmax(1) == y).sum().item()
-            seen += len(y)
-            records.append({"step": step, "epoch": epoch, "loss": losses[-1]})
-            bar.update()
-            bar.set_postfix_str(f"loss {losses[-1]:.4f}, {seen / (time.perf_counter() - epoch_start):.0f} samples/s")
-        epoch_time = time.perf_counter() - epoch_start
-        bar.close()
-        model.eval()
-        test_loss, test_acc = evaluate(model, ds.x_test, ds.y_test, args, dtype)
-        record = training.epoch_record(epoch, step, losses, correct, seen, test_loss, test_acc, epoch_time, start_time)
-        ckpt = {"model": model.state_dict(), "optimizer": opt.state_dict(),
-                "scheduler": scheduler.state_dict() if scheduler is not None else None, "epoch": epoch, "step": step}
-        torch.save(ckpt, run.checkpoint_path(epoch) + ".tmp")
-        runs.commit(run.checkpoint_path(epoch) + ".tmp", run.checkpoint_path(epoch))
-        run.end_epoch(records, record, args.keep_checkpoints)
-        training.print_epoch(record, args.num_epochs)
+    def save_checkpoint(epoch, epoch_state):
+        ckpt = {"model": model.state_dict(), "optimizer": opt.state_dict(), "epoch": epoch, "step": step,
+                "scheduler": scheduler.state_dict() if scheduler is not None else None, "epoch_state": epoch_state}
+        torch.save(ckpt, run.checkpoint_path(step) + ".tmp")
+        runs.commit(run.checkpoint_path(step) + ".tmp", run.checkpoint_path(step))
+
+    with training.StopOnSignal() as stop:
+        for epoch in range(first_epoch, args.num_epochs + 1):
+            state, partial = partial or training.new_epoch_state(), None
+            model.train()
+            records = []
+            bar = training.progress(steps_per_epoch, f"epoch {epoch}", args.no_progress)
+            bar.update(len(state["losses"]))
+            segment_start, segment_seen = time.perf_counter(), state["seen"]
+            for xb, yb in data.train_batches(ds.x_train, ds.y_train, args.batch_size, epoch=epoch, seed=args.seed,
+                                             augment=augment, dtype=dtype, start_step=len(state["losses"])):
+                x, y = torch.from_numpy(xb), torch.from_numpy(yb)
+                opt.zero_grad(set_to_none=True)
+                logits = model(x)
+                loss = F.cross_entropy(logits, y)
+                loss.backward()
+                opt.step()
+                if scheduler is not None:
+                    scheduler.step()
+                step += 1
+                state["losses"].append(loss.item())
+                if not math.isfinite(state["losses"][-1]):
+                    raise SystemExit(f"error: non-finite training loss {state['losses'][-1]} at step {step}; "
+                                     "the last good checkpoint is kept.")
+                state["correct"] += (logits.argmax(1) == y).sum().item()
+                state["seen"] += len(y)
+                records.append({"step": step, "epoch": epoch, "loss": state["losses"][-1]})
+                bar.update()
+                rate = (state["seen"] - segment_seen) / (time.perf_counter() - segment_start)
+                bar.set_postfix_str(f"loss {state['losses'][-1]:.4f}, {rate:.0f} samples/s")
+                if stop.requested(step):
+                    state["time_s"] += time.perf_counter() - segment_start
+                    save_checkpoint(epoch, state)
+                    run.metrics.write(records)
+                    bar.close()
+                    stop.exit(run.path, "train_torch.py", step)
+            state["time_s"] += time.perf_counter() - segment_start
+            bar.close()
+            model.eval()
+            test_loss, test_acc = evaluate(model, ds.x_test, ds.y_test, args, dtype)
+            record = training.epoch_record(epoch, step, state, test_loss, test_acc, start_time)
+            save_checkpoint(epoch, None)
+            run.end_epoch(records, record, args.keep_checkpoints)
+            training.print_epoch(record, args.num_epochs)
     run.metrics.close()
     return run.path
 

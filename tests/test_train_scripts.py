@@ -45,7 +45,7 @@ def test_run_folder_contents(backend, data_dir, tmp_path):
     assert [r["step"] for r in recs if "loss" in r] == list(range(1, 9))
     assert [r["epoch"] for r in recs if "test_acc" in r] == [1, 2]
     ext = "pt" if backend == "torch" else "npz"
-    assert sorted(os.listdir(tmp_path / "run" / "checkpoints")) == [f"epoch_0001.{ext}", f"epoch_0002.{ext}"]
+    assert sorted(os.listdir(tmp_path / "run" / "checkpoints")) == [f"step_00000004.{ext}", f"step_00000008.{ext}"]
 
 
 @pytest.mark.parametrize("backend", SCRIPTS)
@@ -63,6 +63,36 @@ def test_resume_continues_exactly(backend, data_dir, tmp_path):
     assert without_times(records(tmp_path / "resumed")) == without_times(straight)
     with pytest.raises(SystemExit, match="fixes its cosine schedule"):
         script.main(["-out_dir", str(tmp_path / "resumed"), "-resume", "-num_epochs", "5"])
+
+
+@pytest.mark.parametrize("stop_at", [6, 4], ids=["mid-epoch", "last-step-of-epoch"])
+@pytest.mark.parametrize("backend", SCRIPTS)
+def test_signal_stops_saves_and_resumes_exactly(backend, stop_at, data_dir, tmp_path, monkeypatch, capsys):
+    """SIGINT (sent by the run itself after step ``stop_at``, through the real handler) finishes
+    the step, saves, exits 130 saying how to resume; the resumed run's records equal those of a
+    run never stopped, the interrupted epoch's train loss and accuracy included."""
+    script = SCRIPTS[backend]
+    script.main(argv(data_dir, tmp_path / "straight", "-num_epochs", "3"))
+    monkeypatch.setenv("TWINOPT_STOP_AT_STEP", str(stop_at))
+    with pytest.raises(SystemExit) as exit_info:
+        script.main(argv(data_dir, tmp_path / "stopped", "-num_epochs", "3"))
+    assert exit_info.value.code == 130
+    err = capsys.readouterr().err
+    assert f"SIGINT: stopped after step {stop_at}" in err and f"-out_dir {tmp_path / 'stopped'} -resume" in err
+    assert [r["step"] for r in records(tmp_path / "stopped")][-1] == stop_at
+    monkeypatch.delenv("TWINOPT_STOP_AT_STEP")
+    script.main(["-out_dir", str(tmp_path / "stopped"), "-resume", "-no_progress", "-data_dir", str(data_dir)])
+    assert without_times(records(tmp_path / "stopped")) == without_times(records(tmp_path / "straight"))
+
+
+def test_sigterm_is_caught_too():
+    import signal
+
+    from twinopt.training import StopOnSignal
+    with StopOnSignal() as stop:
+        os.kill(os.getpid(), signal.SIGTERM)
+        assert stop.requested(1) and stop.signum == signal.SIGTERM
+    assert signal.getsignal(signal.SIGTERM) is signal.SIG_DFL
 
 
 @pytest.mark.parametrize("backend", SCRIPTS)

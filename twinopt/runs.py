@@ -1,5 +1,6 @@
 """The run folder both training scripts write: ``config.json``, ``metrics.jsonl`` and
-``checkpoints/epoch_NNNN.<ext>``.
+``checkpoints/step_NNNNNNNN.<ext>`` (one at the end of every epoch, and one when a signal
+stops the run mid-epoch).
 
 Files are written atomically (a temporary file, flushed and fsynced, then renamed), so a run
 killed while writing leaves the previous version intact. A new run refuses a non-empty
@@ -98,16 +99,16 @@ class RunDir:
                 f"which fixes its {args.schedule} schedule; drop the flag, or start a new run in another -out_dir."
             )
 
-    def checkpoint_path(self, epoch):
-        return os.path.join(self.ckpt_dir, f"epoch_{epoch:04d}.{self.ext}")
+    def checkpoint_path(self, step):
+        return os.path.join(self.ckpt_dir, f"step_{step:08d}.{self.ext}")
 
     def checkpoints(self):
-        """(epoch, path) of every checkpoint of this backend, oldest first."""
+        """(step, path) of every checkpoint of this backend, oldest first."""
         if not os.path.isdir(self.ckpt_dir):
             return []
         found = []
         for name in os.listdir(self.ckpt_dir):
-            match = re.fullmatch(rf"epoch_(\d+)\.{self.ext}", name)
+            match = re.fullmatch(rf"step_(\d+)\.{self.ext}", name)
             if match:
                 found.append((int(match.group(1)), os.path.join(self.ckpt_dir, name)))
         return sorted(found)

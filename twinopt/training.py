@@ -2,20 +2,22 @@
 
 from __future__ import annotations
 
+import os
+import signal
 import sys
 import time
 
 
-def epoch_record(epoch, step, losses, correct, seen, test_loss, test_acc, epoch_time, start_time):
+def epoch_record(epoch, step, state, test_loss, test_acc, start_time):
     return {
         "epoch": epoch,
         "step": step,
-        "train_loss": float(sum(losses) / len(losses)),
-        "train_acc": correct / seen,
+        "train_loss": float(sum(state["losses"]) / len(state["losses"])),
+        "train_acc": state["correct"] / state["seen"],
         "test_loss": test_loss,
         "test_acc": test_acc,
-        "epoch_time_s": epoch_time,
-        "samples_per_s": seen / epoch_time,
+        "epoch_time_s": state["time_s"],
+        "samples_per_s": state["seen"] / state["time_s"],
         "wall_time_s": time.time() - start_time,
     }
 
@@ -49,3 +51,39 @@ class _NoBar:
 
     def close(self):
         pass
+
+
+def new_epoch_state():
+    """What an epoch has accumulated so far; saved with a mid-epoch checkpoint so a resumed
+    epoch reports the same train loss, accuracy and time as one that never stopped."""
+    return {"losses": [], "correct": 0, "seen": 0, "time_s": 0.0}
+
+
+class StopOnSignal:
+    """While active, SIGINT and SIGTERM only set a flag: the loop finishes its step, saves and
+    exits. ``TWINOPT_STOP_AT_STEP=N`` makes the run send itself SIGINT after step N (tests)."""
+
+    def __enter__(self):
+        self.signum = None
+        self._previous = {sig: signal.signal(sig, self._handle) for sig in (signal.SIGINT, signal.SIGTERM)}
+        self._stop_at = int(os.environ.get("TWINOPT_STOP_AT_STEP", "0"))
+        return self
+
+    def _handle(self, signum, frame):
+        self.signum = signum
+
+    def __exit__(self, *exc):
+        for sig, handler in self._previous.items():
+            signal.signal(sig, handler)
+
+    def requested(self, step):
+        if step == self._stop_at:
+            os.kill(os.getpid(), signal.SIGINT)
+        return self.signum is not None
+
+    def exit(self, run_path, script, step):
+        """Say how to resume and leave with the conventional status 128 + signal number."""
+        name = signal.Signals(self.signum).name
+        print(f"\n{name}: stopped after step {step}, checkpoint saved. Continue with:\n"
+              f"  python {script} -out_dir {run_path} -resume", file=sys.stderr, flush=True)
+        raise SystemExit(128 + self.signum)
