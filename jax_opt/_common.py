@@ -7,6 +7,7 @@ import numbers
 import jax
 import jax.numpy as jnp
 import optax
+from optax import tree_utils as otu
 
 tree_map = jax.tree_util.tree_map
 
@@ -58,6 +59,22 @@ def with_weight_decay(direction, learning_rate, weight_decay, decoupled=False) -
     if decoupled:
         return optax.chain(direction, decay, descend(learning_rate))
     return optax.chain(decay, direction, descend(learning_rate))
+
+
+def zeros_like(params):
+    """A fresh tree of zeros. Every state entry needs its own: buffers shared between entries
+    cannot be donated to a jitted step."""
+    return otu.tree_zeros_like(params)
+
+
+def lerp_moment(moment, updates, decay):
+    """``m + (1 - decay) * (g - m)``: torch.optim's ``lerp_`` of a first moment."""
+    return tree_map(lambda m, g: m + (1 - decay) * (g - m), moment, updates)
+
+
+def square_moment(moment, updates, decay):
+    """``decay * v + (1 - decay) * g * g``: torch.optim's ``mul_(decay).addcmul_(g, g)``."""
+    return tree_map(lambda v, g: decay * v + (1 - decay) * g * g, moment, updates)
 
 
 def init_count() -> jax.Array:

@@ -44,11 +44,10 @@ from typing import NamedTuple
 import jax
 import jax.numpy as jnp
 import optax
-from optax import tree_utils as otu
 
 from twinopt.hparams import check_beta, check_nonneg, check_range
 
-from ._common import as_dtype, init_count, learning_rate_at, tree_map, weight_decay_term
+from ._common import as_dtype, init_count, learning_rate_at, square_moment, tree_map, weight_decay_term, zeros_like
 
 
 class ScaleByAdaBoundState(NamedTuple):
@@ -64,22 +63,19 @@ def scale_by_adabound(learning_rate=1e-3, b1=0.9, b2=0.999, final_lr=0.1, gamma=
     """The AdaBound step ``clip(s / d, lower, upper) * m``, learning rate included (to be negated)."""
 
     def init(params):
-        # One buffer per state entry: shared ones could not be donated to a jitted step.
-        def zeros():
-            return otu.tree_zeros_like(params)
-
         count = init_count()
         # Evaluated as the first update evaluates it, so lr / base_lr is exactly 1 there;
         # strongly typed, so the state's types stay the same after every update.
         base_lr = jnp.asarray(learning_rate_at(learning_rate, count), jax.dtypes.canonicalize_dtype(jnp.float64))
-        return ScaleByAdaBoundState(count, base_lr, zeros(), zeros(), zeros() if amsbound else None)
+        nu_max = zeros_like(params) if amsbound else None
+        return ScaleByAdaBoundState(count, base_lr, zeros_like(params), zeros_like(params), nu_max)
 
     def update(updates, state, params=None):
         del params
         lr = learning_rate_at(learning_rate, state.count)
         count = optax.safe_increment(state.count)
         mu = tree_map(lambda m, g: b1 * m + (1 - b1) * g, state.mu, updates)
-        nu = tree_map(lambda v, g: b2 * v + (1 - b2) * g * g, state.nu, updates)
+        nu = square_moment(state.nu, updates, b2)
         nu_max = tree_map(jnp.maximum, state.nu_max, nu) if amsbound else None
         step_size = lr * jnp.sqrt(1 - b2**count) / (1 - b1**count)
         scaled_final_lr = final_lr * lr / state.base_lr

@@ -23,11 +23,10 @@ from typing import NamedTuple
 
 import jax.numpy as jnp
 import optax
-from optax import tree_utils as otu
 
 from twinopt.hparams import check_nonneg, check_range
 
-from ._common import init_count, tree_map, with_weight_decay
+from ._common import init_count, square_moment, tree_map, with_weight_decay, zeros_like
 
 
 class ScaleByAdadeltaState(NamedTuple):
@@ -40,15 +39,11 @@ def scale_by_adadelta(rho=0.9, eps=1e-6) -> optax.GradientTransformation:
     """The Adadelta step ``d`` (to be scaled by ``-lr``)."""
 
     def init(params):
-        # One buffer per state entry: shared ones could not be donated to a jitted step.
-        def zeros():
-            return otu.tree_zeros_like(params)
-
-        return ScaleByAdadeltaState(init_count(), zeros(), zeros())
+        return ScaleByAdadeltaState(init_count(), zeros_like(params), zeros_like(params))
 
     def update(updates, state, params=None):
         del params
-        square_avg = tree_map(lambda v, g: rho * v + (1 - rho) * g * g, state.square_avg, updates)
+        square_avg = square_moment(state.square_avg, updates, rho)
         updates = tree_map(lambda g, v, u: jnp.sqrt(u + eps) / jnp.sqrt(v + eps) * g,
                            updates, square_avg, state.acc_delta)
         acc_delta = tree_map(lambda u, d: rho * u + (1 - rho) * d * d, state.acc_delta, updates)

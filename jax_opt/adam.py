@@ -24,11 +24,10 @@ from typing import NamedTuple
 
 import jax.numpy as jnp
 import optax
-from optax import tree_utils as otu
 
 from twinopt.hparams import check_beta, check_nonneg
 
-from ._common import as_dtype, init_count, tree_map, with_weight_decay
+from ._common import as_dtype, init_count, lerp_moment, square_moment, tree_map, with_weight_decay, zeros_like
 
 
 class ScaleByAdamState(NamedTuple):
@@ -42,17 +41,14 @@ def scale_by_adam(b1=0.9, b2=0.999, eps=1e-8, amsgrad=False) -> optax.GradientTr
     """The Adam direction ``(m / d) / (1 - b1^t)`` (to be scaled by ``-lr``)."""
 
     def init(params):
-        # One buffer per state entry: shared ones could not be donated to a jitted step.
-        def zeros():
-            return otu.tree_zeros_like(params)
-
-        return ScaleByAdamState(init_count(), zeros(), zeros(), zeros() if amsgrad else None)
+        nu_max = zeros_like(params) if amsgrad else None
+        return ScaleByAdamState(init_count(), zeros_like(params), zeros_like(params), nu_max)
 
     def update(updates, state, params=None):
         del params
         count = optax.safe_increment(state.count)
-        mu = tree_map(lambda m, g: m + (1 - b1) * (g - m), state.mu, updates)
-        nu = tree_map(lambda v, g: b2 * v + (1 - b2) * g * g, state.nu, updates)
+        mu = lerp_moment(state.mu, updates, b1)
+        nu = square_moment(state.nu, updates, b2)
         nu_max = tree_map(jnp.maximum, state.nu_max, nu) if amsgrad else None
         bc1, bc2_sqrt = 1 - b1**count, jnp.sqrt(1 - b2**count)
 

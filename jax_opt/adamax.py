@@ -23,11 +23,10 @@ from typing import NamedTuple
 
 import jax.numpy as jnp
 import optax
-from optax import tree_utils as otu
 
 from twinopt.hparams import check_beta, check_nonneg
 
-from ._common import as_dtype, init_count, tree_map, with_weight_decay
+from ._common import as_dtype, init_count, lerp_moment, tree_map, with_weight_decay, zeros_like
 
 
 class ScaleByAdamaxState(NamedTuple):
@@ -40,16 +39,12 @@ def scale_by_adamax(b1=0.9, b2=0.999, eps=1e-8) -> optax.GradientTransformation:
     """The Adamax direction ``(m / u) / (1 - b1^t)`` (to be scaled by ``-lr``)."""
 
     def init(params):
-        # One buffer per state entry: shared ones could not be donated to a jitted step.
-        def zeros():
-            return otu.tree_zeros_like(params)
-
-        return ScaleByAdamaxState(init_count(), zeros(), zeros())
+        return ScaleByAdamaxState(init_count(), zeros_like(params), zeros_like(params))
 
     def update(updates, state, params=None):
         del params
         count = optax.safe_increment(state.count)
-        mu = tree_map(lambda m, g: m + (1 - b1) * (g - m), state.mu, updates)
+        mu = lerp_moment(state.mu, updates, b1)
         nu = tree_map(lambda u, g: jnp.maximum(b2 * u, jnp.abs(g) + eps), state.nu, updates)
         bc1 = 1 - b1**count
         updates = tree_map(lambda m, u: (m / u) / as_dtype(bc1, m), mu, nu)

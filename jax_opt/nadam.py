@@ -36,11 +36,10 @@ from typing import NamedTuple
 
 import jax.numpy as jnp
 import optax
-from optax import tree_utils as otu
 
 from twinopt.hparams import check_beta, check_nonneg
 
-from ._common import as_dtype, init_count, tree_map, with_weight_decay
+from ._common import as_dtype, init_count, lerp_moment, square_moment, tree_map, with_weight_decay, zeros_like
 
 
 class ScaleByNadamState(NamedTuple):
@@ -57,11 +56,7 @@ def scale_by_nadam(b1=0.9, b2=0.999, eps=1e-8, momentum_decay=4e-3) -> optax.Gra
         return b1 * (1.0 - 0.5 * 0.96 ** (t * momentum_decay))
 
     def init(params):
-        # One buffer per state entry: shared ones could not be donated to a jitted step.
-        def zeros():
-            return otu.tree_zeros_like(params)
-
-        return ScaleByNadamState(init_count(), jnp.ones([], dtype=float), zeros(), zeros())
+        return ScaleByNadamState(init_count(), jnp.ones([], dtype=float), zeros_like(params), zeros_like(params))
 
     def update(updates, state, params=None):
         del params
@@ -69,8 +64,8 @@ def scale_by_nadam(b1=0.9, b2=0.999, eps=1e-8, momentum_decay=4e-3) -> optax.Gra
         mu_t, mu_next = schedule(count), schedule(count + 1)
         # Fixed state dtype, whatever the dtype of hyperparameters injected as arrays.
         mu_product = (state.mu_product * mu_t).astype(state.mu_product.dtype)
-        mu = tree_map(lambda m, g: m + (1 - b1) * (g - m), state.mu, updates)
-        nu = tree_map(lambda v, g: b2 * v + (1 - b2) * g * g, state.nu, updates)
+        mu = lerp_moment(state.mu, updates, b1)
+        nu = square_moment(state.nu, updates, b2)
         bc2 = 1 - b2**count
         grad_coef = (1.0 - mu_t) / (1.0 - mu_product)
         exp_avg_coef = mu_next / (1.0 - mu_product * mu_next)

@@ -34,11 +34,10 @@ from typing import NamedTuple
 
 import jax.numpy as jnp
 import optax
-from optax import tree_utils as otu
 
 from twinopt.hparams import check_beta, check_nonneg
 
-from ._common import as_dtype, init_count, tree_map, with_weight_decay
+from ._common import as_dtype, init_count, lerp_moment, square_moment, tree_map, with_weight_decay, zeros_like
 
 
 class ScaleByRadamState(NamedTuple):
@@ -51,17 +50,13 @@ def scale_by_radam(b1=0.9, b2=0.999, eps=1e-8) -> optax.GradientTransformation:
     """The RAdam direction (to be scaled by ``-lr``): rectified Adam or bias-corrected momentum."""
 
     def init(params):
-        # One buffer per state entry: shared ones could not be donated to a jitted step.
-        def zeros():
-            return otu.tree_zeros_like(params)
-
-        return ScaleByRadamState(init_count(), zeros(), zeros())
+        return ScaleByRadamState(init_count(), zeros_like(params), zeros_like(params))
 
     def update(updates, state, params=None):
         del params
         count = optax.safe_increment(state.count)
-        mu = tree_map(lambda m, g: m + (1 - b1) * (g - m), state.mu, updates)
-        nu = tree_map(lambda v, g: b2 * v + (1 - b2) * g * g, state.nu, updates)
+        mu = lerp_moment(state.mu, updates, b1)
+        nu = square_moment(state.nu, updates, b2)
         b2t = b2**count
         rho_inf = 2 / (1 - b2) - 1
         rho_t = rho_inf - 2 * count * b2t / (1 - b2t)

@@ -32,11 +32,10 @@ from typing import NamedTuple
 
 import jax.numpy as jnp
 import optax
-from optax import tree_utils as otu
 
 from twinopt.hparams import check_nonneg, check_range
 
-from ._common import init_count, is_static_zero, tree_map, with_weight_decay
+from ._common import init_count, is_static_zero, lerp_moment, square_moment, tree_map, with_weight_decay, zeros_like
 
 
 class ScaleByRmspropState(NamedTuple):
@@ -51,18 +50,14 @@ def scale_by_rmsprop(alpha=0.99, eps=1e-8, momentum=0.0, centered=False) -> opta
     use_momentum = not is_static_zero(momentum)
 
     def init(params):
-        # One buffer per state entry: shared ones could not be donated to a jitted step.
-        def zeros():
-            return otu.tree_zeros_like(params)
-
-        return ScaleByRmspropState(init_count(), zeros(), zeros() if use_momentum else None,
-                                   zeros() if centered else None)
+        return ScaleByRmspropState(init_count(), zeros_like(params), zeros_like(params) if use_momentum else None,
+                                   zeros_like(params) if centered else None)
 
     def update(updates, state, params=None):
         del params
-        square_avg = tree_map(lambda v, g: alpha * v + (1 - alpha) * g * g, state.square_avg, updates)
+        square_avg = square_moment(state.square_avg, updates, alpha)
         if centered:
-            grad_avg = tree_map(lambda m, g: m + (1 - alpha) * (g - m), state.grad_avg, updates)
+            grad_avg = lerp_moment(state.grad_avg, updates, alpha)
             avg = tree_map(lambda v, m: jnp.sqrt(v - m * m) + eps, square_avg, grad_avg)
         else:
             grad_avg = None
