@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import functools
 import inspect
+import io
 import json
 import queue
 import sys
@@ -73,23 +74,34 @@ def prefetch(batches, size=2):
             q.get_nowait()
 
 
-def save_checkpoint(path, params, opt_state, meta):
+def checkpoint(params, opt_state, meta):
+    """The npz bytes: every leaf of ``(params, opt_state)`` in order, and ``meta`` as JSON."""
     leaves = [np.asarray(leaf) for leaf in jax.tree_util.tree_leaves((params, opt_state))]
-    meta = json.dumps({**meta, "num_leaves": len(leaves)})
-    with open(path + ".tmp", "wb") as f:
-        np.savez(f, *leaves, meta=np.array(meta))
-    runs.commit(path + ".tmp", path)
+    buffer = io.BytesIO()
+    np.savez(buffer, *leaves, meta=np.array(json.dumps({**meta, "num_leaves": len(leaves)})))
+    return buffer.getvalue()
 
 
-def load_checkpoint(path, params, opt_state):
-    """Restore into the structure of ``(params, opt_state)``; an incompatible file is an error."""
+def load_checkpoint(path, run, params, opt_state):
+    """Restore into the structure of ``(params, opt_state)``; raise runs.CheckpointError if the
+    file is not a checkpoint of this run (np.load never unpickles: allow_pickle=False)."""
     template, treedef = jax.tree_util.tree_flatten((params, opt_state))
-    with np.load(path) as ckpt:
-        meta = json.loads(str(ckpt["meta"]))
-        leaves = [ckpt[f"arr_{i}"] for i in range(meta["num_leaves"])]
-    if len(leaves) != len(template) or any(a.shape != b.shape for a, b in zip(leaves, template)):
-        raise SystemExit(f"error: {path} does not hold this model and optimizer's state "
-                         "(another -optimizer, -lookahead or model size?).")
+    try:
+        with np.load(path) as ckpt:
+            meta = json.loads(str(ckpt["meta"]))
+            leaves = [ckpt[f"arr_{i}"] for i in range(meta["num_leaves"])]
+    except ValueError as err:  # object arrays would need unpickling
+        raise runs.CheckpointError(f"{path} holds pickled objects, which are never loaded ({err})") from None
+    except (KeyError, TypeError, json.JSONDecodeError) as err:
+        raise runs.CheckpointError(f"{path} is not a checkpoint of train_jax.py ({err!r})") from None
+    run.check_fingerprint(path, meta.get("config"))
+    for i, (leaf, want) in enumerate(zip(leaves, template)):
+        if leaf.shape != want.shape or leaf.dtype != want.dtype:
+            raise runs.CheckpointError(f"{path} entry {i} is {leaf.dtype}{list(leaf.shape)}, this run's model and "
+                                       f"optimizer need {want.dtype}{list(want.shape)}")
+    if len(leaves) != len(template):
+        raise runs.CheckpointError(f"{path} holds {len(leaves)} arrays, this run's model and optimizer "
+                                   f"{len(template)}")
     params, opt_state = jax.tree_util.tree_unflatten(treedef, [jnp.asarray(x) for x in leaves])
     return params, opt_state, meta
 
@@ -102,16 +114,21 @@ def main(argv=None):
     if dtype == np.float64:
         jax.config.update("jax_enable_x64", True)
 
-    ds = data.load_dataset(args.dataset, args.data_dir, args.data_source, args.num_train, args.seed)
+    try:
+        ds = data.load_dataset(args.dataset, args.data_dir, args.data_source, args.num_train, args.seed)
+    except data.DataError as err:
+        raise SystemExit(f"error: {err}") from None
     print(f"data: {ds.source}; {len(ds.y_train)} train / {len(ds.y_test)} test images", flush=True)
-    run.record(data=ds.source, num_train_images=len(ds.y_train), num_test_images=len(ds.y_test))
     model = build_model(MODELS[args.dataset], args.seed, dtype,
                         hidden=args.mlp_hidden, channels=args.cnn_channels, dense=args.cnn_dense)
     graphdef, params = nnx.split(model)
     steps_per_epoch = data.steps_per_epoch(len(ds.y_train), args.batch_size)
     if steps_per_epoch == 0:
         raise SystemExit(f"error: -batch_size {args.batch_size} is larger than the {len(ds.y_train)} training images.")
-    tx = make_optimizer(args, args.num_epochs * steps_per_epoch)
+    try:
+        tx = make_optimizer(args, args.num_epochs * steps_per_epoch)
+    except ValueError as err:
+        raise cli.hyperparameter_error(err, args) from None
     opt_state = tx.init(params)
     num_params = sum(x.size for x in jax.tree_util.tree_leaves(params))
     print(f"model: {MODELS[args.dataset]}, {num_params:,} params, {args.dtype}; "
@@ -141,13 +158,13 @@ def main(argv=None):
 
     first_epoch, step, partial = 1, 0, None
     if args.resume:
-        step, path = run.latest_checkpoint()
-        params, opt_state, meta = load_checkpoint(path, params, opt_state)
-        first_epoch, partial = meta["epoch"], meta["epoch_state"]
-        if partial is None:  # saved at the end of its epoch
-            first_epoch += 1
+        step, path, (params, opt_state, meta) = run.load_latest(
+            lambda path: load_checkpoint(path, run, params, opt_state))
+        partial = meta["epoch_state"]
+        first_epoch = meta["epoch"] if partial is not None else meta["epoch"] + 1  # None: saved at its epoch's end
         print(f"resumed from {path} (epoch {meta['epoch']}, step {step})", flush=True)
-    run.open_metrics(upto_step=step if args.resume else None)
+    run.start(data=ds.source, num_train_images=len(ds.y_train), num_test_images=len(ds.y_test))
+    run.open_metrics(upto_step=step if args.resume else None, epoch_done=partial is None)
     augment = args.dataset == "cifar" and not args.no_augment
     start_time = time.time()
 
@@ -184,20 +201,19 @@ def main(argv=None):
                     bar.set_postfix_str(f"loss {float(loss):.4f}, {rate:.0f} samples/s")
                 if stop.requested(step):
                     records = end_segment(state, losses, corrects, segment_start)
-                    save_checkpoint(run.checkpoint_path(step), params, opt_state,
-                                    {"epoch": epoch, "step": step, "epoch_state": state})
-                    run.metrics.write(records)
+                    run.metrics.write(step, records)
+                    run.save_checkpoint(step, checkpoint(params, opt_state, {
+                        "epoch": epoch, "step": step, "epoch_state": state, "config": run.fingerprint()}))
                     bar.close()
                     stop.exit(run.path, "train_jax.py", step)
             records = end_segment(state, losses, corrects, segment_start)
             bar.close()
             test_loss, test_acc = evaluate(params)
             record = training.epoch_record(epoch, step, state, test_loss, test_acc, start_time)
-            save_checkpoint(run.checkpoint_path(step), params, opt_state,
-                            {"epoch": epoch, "step": step, "epoch_state": None})
-            run.end_epoch(records, record, args.keep_checkpoints)
+            run.end_epoch(step, records, record, checkpoint(params, opt_state, {
+                "epoch": epoch, "step": step, "epoch_state": None, "config": run.fingerprint()}),
+                args.keep_checkpoints)
             training.print_epoch(record, args.num_epochs)
-    run.metrics.close()
     return run.path
 
 

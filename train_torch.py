@@ -9,7 +9,10 @@ see the same batches in the same order and follow the same trajectory (parity_te
 
 from __future__ import annotations
 
+import io
 import math
+import pickle
+import re
 import sys
 import time
 
@@ -45,6 +48,30 @@ def evaluate(model, x, y, args, dtype):
     return total_loss / len(y), correct / len(y)
 
 
+def load_checkpoint(path, run, model, opt, scheduler):
+    """Restore a checkpoint (weights_only: a pickle never runs code); raise runs.CheckpointError
+    if the file is not a checkpoint of this run."""
+    try:
+        ckpt = torch.load(path, weights_only=True)
+    except pickle.UnpicklingError as err:
+        code = re.search(r"GLOBAL (\S+)", str(err))
+        raise runs.CheckpointError(
+            f"{path} holds pickled code ({code.group(1) if code else err}), which is never run: "
+            "torch.load(weights_only=True) refused it. Only use checkpoints train_torch.py wrote; move the file "
+            "out of the folder to resume from the checkpoint before it.") from None
+    except RuntimeError as err:
+        raise runs.CheckpointError(f"{path} is not a torch checkpoint ({str(err).splitlines()[0]})") from None
+    run.check_fingerprint(path, ckpt.get("config") if isinstance(ckpt, dict) else None)
+    try:
+        model.load_state_dict(ckpt["model"])
+        opt.load_state_dict(ckpt["optimizer"])
+        if scheduler is not None:
+            scheduler.load_state_dict(ckpt["scheduler"])
+        return ckpt["epoch"], ckpt["epoch_state"]
+    except (KeyError, ValueError, RuntimeError) as err:
+        raise runs.CheckpointError(f"{path} does not fit this run's model and optimizer ({err})") from None
+
+
 def main(argv=None):
     args = cli.parse_args(argv, "torch")
     defaults = vars(cli.parse_args([], "torch"))
@@ -54,39 +81,39 @@ def main(argv=None):
     torch.set_default_dtype(torch.float64 if dtype == np.float64 else torch.float32)
     torch.manual_seed(args.seed)
 
-    ds = data.load_dataset(args.dataset, args.data_dir, args.data_source, args.num_train, args.seed)
+    try:
+        ds = data.load_dataset(args.dataset, args.data_dir, args.data_source, args.num_train, args.seed)
+    except data.DataError as err:
+        raise SystemExit(f"error: {err}") from None
     print(f"data: {ds.source}; {len(ds.y_train)} train / {len(ds.y_test)} test images", flush=True)
-    run.record(data=ds.source, num_train_images=len(ds.y_train), num_test_images=len(ds.y_test))
     model = build_model(MODELS[args.dataset], args.seed, getattr(torch, args.dtype),
                         hidden=args.mlp_hidden, channels=args.cnn_channels, dense=args.cnn_dense)
     steps_per_epoch = data.steps_per_epoch(len(ds.y_train), args.batch_size)
     if steps_per_epoch == 0:
         raise SystemExit(f"error: -batch_size {args.batch_size} is larger than the {len(ds.y_train)} training images.")
-    opt, scheduler = make_optimizer(args, model, args.num_epochs * steps_per_epoch)
+    try:
+        opt, scheduler = make_optimizer(args, model, args.num_epochs * steps_per_epoch)
+    except ValueError as err:
+        raise cli.hyperparameter_error(err, args) from None
     print(f"model: {MODELS[args.dataset]}, {sum(p.numel() for p in model.parameters()):,} params, {args.dtype}; "
           f"optimizer: {cli.describe_optimizer(args)}; schedule: {args.schedule}", flush=True)
 
     first_epoch, step, partial = 1, 0, None
     if args.resume:
-        step, path = run.latest_checkpoint()
-        ckpt = torch.load(path, weights_only=True)
-        model.load_state_dict(ckpt["model"])
-        opt.load_state_dict(ckpt["optimizer"])
-        if scheduler is not None:
-            scheduler.load_state_dict(ckpt["scheduler"])
-        first_epoch, partial = ckpt["epoch"], ckpt["epoch_state"]
-        if partial is None:  # saved at the end of its epoch
-            first_epoch += 1
-        print(f"resumed from {path} (epoch {ckpt['epoch']}, step {step})", flush=True)
-    run.open_metrics(upto_step=step if args.resume else None)
+        step, path, (epoch, partial) = run.load_latest(lambda path: load_checkpoint(path, run, model, opt, scheduler))
+        first_epoch = epoch if partial is not None else epoch + 1  # None: saved at the end of its epoch
+        print(f"resumed from {path} (epoch {epoch}, step {step})", flush=True)
+    run.start(data=ds.source, num_train_images=len(ds.y_train), num_test_images=len(ds.y_test))
+    run.open_metrics(upto_step=step if args.resume else None, epoch_done=partial is None)
     augment = args.dataset == "cifar" and not args.no_augment
     start_time = time.time()
 
-    def save_checkpoint(epoch, epoch_state):
-        ckpt = {"model": model.state_dict(), "optimizer": opt.state_dict(), "epoch": epoch, "step": step,
-                "scheduler": scheduler.state_dict() if scheduler is not None else None, "epoch_state": epoch_state}
-        torch.save(ckpt, run.checkpoint_path(step) + ".tmp")
-        runs.commit(run.checkpoint_path(step) + ".tmp", run.checkpoint_path(step))
+    def checkpoint(epoch, epoch_state):
+        buffer = io.BytesIO()
+        torch.save({"model": model.state_dict(), "optimizer": opt.state_dict(), "epoch": epoch, "step": step,
+                    "scheduler": scheduler.state_dict() if scheduler is not None else None,
+                    "epoch_state": epoch_state, "config": run.fingerprint()}, buffer)
+        return buffer.getvalue()
 
     with training.StopOnSignal() as stop:
         for epoch in range(first_epoch, args.num_epochs + 1):
@@ -119,8 +146,8 @@ def main(argv=None):
                 bar.set_postfix_str(f"loss {state['losses'][-1]:.4f}, {rate:.0f} samples/s")
                 if stop.requested(step):
                     state["time_s"] += time.perf_counter() - segment_start
-                    save_checkpoint(epoch, state)
-                    run.metrics.write(records)
+                    run.metrics.write(step, records)
+                    run.save_checkpoint(step, checkpoint(epoch, state))
                     bar.close()
                     stop.exit(run.path, "train_torch.py", step)
             state["time_s"] += time.perf_counter() - segment_start
@@ -128,10 +155,8 @@ def main(argv=None):
             model.eval()
             test_loss, test_acc = evaluate(model, ds.x_test, ds.y_test, args, dtype)
             record = training.epoch_record(epoch, step, state, test_loss, test_acc, start_time)
-            save_checkpoint(epoch, None)
-            run.end_epoch(records, record, args.keep_checkpoints)
+            run.end_epoch(step, records, record, checkpoint(epoch, None), args.keep_checkpoints)
             training.print_epoch(record, args.num_epochs)
-    run.metrics.close()
     return run.path
 
 

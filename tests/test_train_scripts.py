@@ -3,37 +3,14 @@
 import json
 import os
 
-import numpy as np
 import pytest
-
-import train_jax
-import train_torch
-
-SCRIPTS = {"torch": train_torch, "jax": train_jax}
-
-
-@pytest.fixture(scope="module")
-def data_dir(tmp_path_factory):
-    folder = tmp_path_factory.mktemp("data")
-    rng = np.random.default_rng(0)
-    np.savez(folder / "mnist.npz", x_train=rng.integers(0, 256, (64, 28, 28), dtype=np.uint8),
-             y_train=rng.integers(0, 10, 64, dtype=np.uint8),
-             x_test=rng.integers(0, 256, (20, 28, 28), dtype=np.uint8), y_test=rng.integers(0, 10, 20, dtype=np.uint8))
-    return folder
+from script_helpers import SCRIPTS, records, without_times
+from script_helpers import argv as base_argv
 
 
 def argv(data_dir, out_dir, *extra):
-    return ["-data_dir", str(data_dir), "-out_dir", str(out_dir), "-batch_size", "16", "-mlp_hidden", "16,8",
-            "-no_progress", "-optimizer", "adam", "-lookahead", "-lookahead_k", "3", "-schedule", "cosine", *extra]
-
-
-def records(run):
-    with open(os.path.join(run, "metrics.jsonl")) as f:
-        return [json.loads(line) for line in f]
-
-
-def without_times(recs):
-    return [{k: v for k, v in r.items() if k not in ("epoch_time_s", "samples_per_s", "wall_time_s")} for r in recs]
+    return base_argv(data_dir, out_dir, "-optimizer", "adam", "-lookahead", "-lookahead_k", "3", "-schedule", "cosine",
+                     *extra)
 
 
 @pytest.mark.parametrize("backend", SCRIPTS)
@@ -73,14 +50,14 @@ def test_signal_stops_saves_and_resumes_exactly(backend, stop_at, data_dir, tmp_
     run never stopped, the interrupted epoch's train loss and accuracy included."""
     script = SCRIPTS[backend]
     script.main(argv(data_dir, tmp_path / "straight", "-num_epochs", "3"))
-    monkeypatch.setenv("TWINOPT_STOP_AT_STEP", str(stop_at))
+    monkeypatch.setenv("TWINOPT_FAULT", f"sigint@{stop_at}")
     with pytest.raises(SystemExit) as exit_info:
         script.main(argv(data_dir, tmp_path / "stopped", "-num_epochs", "3"))
     assert exit_info.value.code == 130
     err = capsys.readouterr().err
     assert f"SIGINT: stopped after step {stop_at}" in err and f"-out_dir {tmp_path / 'stopped'} -resume" in err
     assert [r["step"] for r in records(tmp_path / "stopped")][-1] == stop_at
-    monkeypatch.delenv("TWINOPT_STOP_AT_STEP")
+    monkeypatch.delenv("TWINOPT_FAULT")
     script.main(["-out_dir", str(tmp_path / "stopped"), "-resume", "-no_progress", "-data_dir", str(data_dir)])
     assert without_times(records(tmp_path / "stopped")) == without_times(records(tmp_path / "straight"))
 

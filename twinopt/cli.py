@@ -4,6 +4,7 @@ checks, the same resolved configuration (saved as the run's ``config.json``)."""
 from __future__ import annotations
 
 import argparse
+import re
 
 from .data import SOURCES
 from .hparams import KEY_ARGS, KEY_PRESETS, KEYS
@@ -94,6 +95,10 @@ def parse_args(argv, backend):
     for name in ("num_epochs", "batch_size", "eval_batch_size", "lookahead_k"):
         if getattr(args, name) < 1:
             parser.error(f"-{name} must be >= 1, got {getattr(args, name)}")
+    if not 0 < args.lookahead_alpha <= 1:
+        parser.error(f"-lookahead_alpha must be in (0, 1], got {args.lookahead_alpha}")
+    if args.keep_checkpoints < 0:
+        parser.error(f"-keep_checkpoints must be >= 0 (0 keeps all), got {args.keep_checkpoints}")
     if args.num_train is not None and args.num_train < 1:
         parser.error(f"-num_train must be >= 1, got {args.num_train}")
     if len(args.cnn_channels) != 3 or len(args.cnn_dense) != 2:
@@ -103,6 +108,18 @@ def parse_args(argv, backend):
         lookahead = "-lookahead" if args.lookahead else ""
         args.out_dir = f"runs/{args.dataset}-{args.optimizer}{lookahead}-{backend}-seed{args.seed}"
     return args
+
+
+# Argument names in the optimizers' errors (either backend) -> the flag that sets them.
+_FLAG_OF = {"learning_rate": "lr", "b1": "betas", "b2": "betas", "nesterov": "momentum"}
+
+
+def hyperparameter_error(err: ValueError, args) -> SystemExit:
+    """The exit for an optimizer that refused the command line's hyperparameters."""
+    match = re.match(r"Invalid (\w+)", str(err))
+    flag = _FLAG_OF.get(match.group(1), match.group(1)) if match else None
+    fix = f" Change -{flag}." if flag else ""
+    return SystemExit(f"error: -optimizer {args.optimizer}: {err}{fix}")
 
 
 def describe_optimizer(args) -> str:

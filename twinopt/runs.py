@@ -2,9 +2,18 @@
 ``checkpoints/step_NNNNNNNN.<ext>`` (one at the end of every epoch, and one when a signal
 stops the run mid-epoch).
 
-Files are written atomically (a temporary file, flushed and fsynced, then renamed), so a run
-killed while writing leaves the previous version intact. A new run refuses a non-empty
-folder; ``-resume`` takes the configuration from the folder's ``config.json``.
+Every file is written atomically: a temporary file, flushed and fsynced, then renamed, so a
+run killed at any instant (SIGKILL included) leaves the previous version intact. The metrics
+of a step are durable before the checkpoint that follows it, and old checkpoints are removed
+only once a newer one is complete; ``-resume`` drops the records after the checkpoint it
+resumes from, so they are not counted twice. A new run refuses a non-empty folder, and is
+created only after its data, model and optimizer have been checked; ``-resume`` takes the
+configuration from the folder's ``config.json``.
+
+Both checkpoint formats (torch's and NumPy's ``.npz``) are zip files with a CRC-32 for every
+entry: ``-resume`` verifies it before loading, reports a damaged checkpoint by name, renames
+it ``*.damaged`` and falls back to the newest valid one. A checkpoint that is intact but
+unusable (pickled code, another optimizer or model) is an error instead.
 """
 
 from __future__ import annotations
@@ -12,64 +21,125 @@ from __future__ import annotations
 import json
 import os
 import re
+import signal
+import sys
+import zipfile
 
 CONFIG = "config.json"
 METRICS = "metrics.jsonl"
 CHECKPOINTS = "checkpoints"
 
-# The settings that define a trajectory: on -resume they come from the run's config.json.
+# The settings that define a trajectory: on -resume they come from the run's config.json, and a
+# checkpoint records them so that one from another run is recognised.
 TRAJECTORY_KEYS = (
     "dataset", "num_train", "batch_size", "optimizer", "optimizer_kwargs", "lookahead", "lookahead_k",
     "lookahead_alpha", "schedule", "dtype", "seed", "no_augment", "mlp_hidden", "cnn_channels", "cnn_dense",
 )
 
+# Fault injection for the tests: TWINOPT_FAULT=<point>[,<point>...] makes the process kill itself there.
+# Points: "sigint@N", "sigterm@N", "sigkill@N" (after step N), and "<when>:<file>@N" with
+# <when> one of mid-write (half the bytes on disk), before-rename, after-rename and <file>
+# "checkpoint" or "metrics" (the write of step N).
+FAULT_ENV = "TWINOPT_FAULT"
 
-def commit(tmp, path):
-    """Make the finished file ``tmp`` durable, then rename it to ``path`` in one step."""
-    with open(tmp, "rb+") as f:
-        os.fsync(f.fileno())
-    os.replace(tmp, path)
+
+def faults():
+    return os.environ.get(FAULT_ENV, "").split(",")
 
 
-def atomic_write(path, data: bytes):
-    with open(f"{path}.tmp", "wb") as f:
+def fault(point, sig=signal.SIGKILL):
+    if point in faults():
+        os.kill(os.getpid(), sig)
+
+
+class CheckpointError(Exception):
+    """A checkpoint that cannot be used: the message names the file, the reason and the fix."""
+
+
+class DamagedCheckpoint(CheckpointError):
+    """Truncated or with changed bytes: ``-resume`` falls back to an older checkpoint."""
+
+
+def atomic_write(path, data: bytes, tag=None):
+    tmp = f"{path}.tmp"
+    with open(tmp, "wb") as f:
+        if tag is not None and f"mid-write:{tag}" in faults():
+            f.write(data[: len(data) // 2])
+            f.flush()
+            os.fsync(f.fileno())
+            fault(f"mid-write:{tag}")
         f.write(data)
-    commit(f"{path}.tmp", path)
+        f.flush()
+        os.fsync(f.fileno())
+    if tag is not None:
+        fault(f"before-rename:{tag}")
+    os.replace(tmp, path)
+    if tag is not None:
+        fault(f"after-rename:{tag}")
+
+
+def verify_zip(path):
+    """Raise DamagedCheckpoint unless ``path`` is a complete zip whose entries match their CRC-32."""
+    try:
+        with zipfile.ZipFile(path) as archive:
+            bad = archive.testzip()
+    except (zipfile.BadZipFile, EOFError, OSError, ValueError) as err:
+        raise DamagedCheckpoint(f"{path} is truncated or corrupt ({err})") from None
+    if bad is not None:
+        raise DamagedCheckpoint(f"{path} is corrupt: its entry {bad} fails its CRC-32 check")
 
 
 def _jsonable(value):
+    if isinstance(value, dict):
+        return {k: _jsonable(v) for k, v in value.items()}
     return list(value) if isinstance(value, tuple) else value
 
 
 class RunDir:
-    """A run folder; ``resume=False`` creates it (refusing a non-empty one), ``resume=True``
-    loads its config into ``args`` (the trajectory settings) and finds the newest checkpoint."""
+    """A run folder. ``resume=False``: refuses a non-empty folder now and creates it in
+    :meth:`start`; ``resume=True``: loads its config into ``args`` (the trajectory settings)."""
 
     def __init__(self, args, backend, ext, defaults):
-        self.path, self.backend, self.ext = args.out_dir, backend, ext
+        self.path, self.backend, self.ext, self.resume = args.out_dir, backend, ext, args.resume
         self.ckpt_dir = os.path.join(self.path, CHECKPOINTS)
         if args.resume:
             self._load_config(args, defaults)
         else:
-            if os.path.isdir(self.path) and os.listdir(self.path):
-                raise SystemExit(
-                    f"error: the run folder {self.path} is not empty; continue it with -resume, or choose "
-                    "another -out_dir (nothing was changed)."
-                )
-            os.makedirs(self.ckpt_dir, exist_ok=True)
+            self._refuse_non_empty()
             self.config = {k: _jsonable(v) for k, v in vars(args).items()}
             self.config["backend"] = backend
-            self._write_config()
 
-    def _write_config(self):
+    def _refuse_non_empty(self):
+        if os.path.isdir(self.path) and os.listdir(self.path):
+            raise SystemExit(
+                f"error: the run folder {self.path} is not empty; continue it with -resume, or choose "
+                "another -out_dir (nothing was changed)."
+            )
+        if os.path.exists(self.path) and not os.path.isdir(self.path):
+            raise SystemExit(f"error: -out_dir {self.path} is a file; choose another -out_dir (nothing was changed).")
+
+    def start(self, **facts):
+        """Called once the data, model and optimizer are checked: create the folder (a new run)
+        and add facts found while starting (the data source, the sizes) to config.json; a resumed
+        run keeps what its start recorded and adds ``resumed_<field>`` entries."""
+        if self.resume:
+            self._remove_unfinished_writes()
+        else:
+            self._refuse_non_empty()  # again: another process may have started a run there meanwhile
+            os.makedirs(self.ckpt_dir, exist_ok=True)
+        for key, value in facts.items():
+            self.config[f"resumed_{key}" if self.resume and key in self.config else key] = value
         atomic_write(os.path.join(self.path, CONFIG), (json.dumps(self.config, indent=1) + "\n").encode())
 
-    def record(self, **fields):
-        """Add facts found while starting (the data source, the parameter count) to config.json;
-        a resumed run keeps what its start recorded and adds ``resumed_<field>`` entries."""
-        for key, value in fields.items():
-            self.config[f"resumed_{key}" if key in self.config else key] = value
-        self._write_config()
+    def _remove_unfinished_writes(self):
+        """A ``*.tmp`` file is a write that a kill interrupted before its rename: the file it
+        was meant to replace is intact, so the temporary one goes."""
+        for folder in (self.path, self.ckpt_dir):
+            for name in sorted(os.listdir(folder)) if os.path.isdir(folder) else []:
+                if name.endswith(".tmp"):
+                    os.remove(os.path.join(folder, name))
+                    print(f"removed {os.path.join(folder, name)}, a write the previous run did not finish",
+                          file=sys.stderr, flush=True)
 
     def _load_config(self, args, defaults):
         """Flags left at their defaults take the run's values; a flag given with another value
@@ -78,8 +148,15 @@ class RunDir:
         path = os.path.join(self.path, CONFIG)
         if not os.path.isfile(path):
             raise SystemExit(f"error: -resume: no {CONFIG} in {self.path}; start the run without -resume.")
-        with open(path) as f:
-            self.config = json.load(f)
+        try:
+            with open(path) as f:
+                self.config = json.load(f)
+        except (json.JSONDecodeError, UnicodeDecodeError) as err:
+            raise SystemExit(f"error: -resume: {path} is not valid JSON ({err}); restore it from a backup, "
+                             "or start a new run in another -out_dir.") from None
+        if self.config.get("backend") not in (None, self.backend):
+            raise SystemExit(f"error: -resume: {self.path} is a run of train_{self.config['backend']}.py; "
+                             f"continue it with that script.")
         for key, default in defaults.items():
             if key in ("resume", "out_dir") or key not in self.config:
                 continue
@@ -99,6 +176,22 @@ class RunDir:
                 f"which fixes its {args.schedule} schedule; drop the flag, or start a new run in another -out_dir."
             )
 
+    def fingerprint(self):
+        """The trajectory settings, stored in every checkpoint."""
+        return {key: self.config[key] for key in TRAJECTORY_KEYS}
+
+    def check_fingerprint(self, path, stored):
+        """Raise CheckpointError if the checkpoint at ``path`` was written by another kind of run."""
+        if not isinstance(stored, dict):
+            raise CheckpointError(f"{path} does not record the run that wrote it: it is not a checkpoint of "
+                                  f"train_{self.backend}.py")
+        for key, value in self.fingerprint().items():
+            if _jsonable(stored.get(key)) != value:
+                raise CheckpointError(
+                    f"{path} was written by a run with -{key} {stored.get(key)}, but this run has {value}: it "
+                    "belongs to another run. Move it out of the folder to resume from the checkpoint before it."
+                )
+
     def checkpoint_path(self, step):
         return os.path.join(self.ckpt_dir, f"step_{step:08d}.{self.ext}")
 
@@ -113,48 +206,91 @@ class RunDir:
                 found.append((int(match.group(1)), os.path.join(self.ckpt_dir, name)))
         return sorted(found)
 
-    def latest_checkpoint(self):
+    def save_checkpoint(self, step, data: bytes):
+        atomic_write(self.checkpoint_path(step), data, tag=f"checkpoint@{step}")
+
+    def load_latest(self, load):
+        """``(step, path, load(path))`` for the newest checkpoint that is intact; a damaged one is
+        reported, renamed ``*.damaged`` (kept, never deleted) and the one before it is tried."""
         found = self.checkpoints()
         if not found:
-            raise SystemExit(
-                f"error: -resume: no {self.backend} checkpoint (*.{self.ext}) in {self.ckpt_dir}; "
-                "start the run without -resume."
-            )
-        return found[-1]
+            raise SystemExit(f"error: -resume: no {self.backend} checkpoint (*.{self.ext}) in {self.ckpt_dir}; "
+                             "start the run without -resume.")
+        damaged = []
+        for step, path in reversed(found):
+            try:
+                verify_zip(path)
+                return step, path, load(path)
+            except DamagedCheckpoint as err:
+                kept = _free_name(f"{path}.damaged")
+                os.replace(path, kept)
+                damaged.append(str(err))
+                print(f"warning: {err}; kept as {kept}, trying the checkpoint before it.", file=sys.stderr, flush=True)
+            except CheckpointError as err:
+                raise SystemExit(f"error: -resume: {err}") from None
+        raise SystemExit(f"error: -resume: no intact checkpoint in {self.ckpt_dir} ({'; '.join(damaged)}); "
+                         "start the run again in a new -out_dir.")
 
     def prune(self, keep):
         if keep > 0:
             for _, path in self.checkpoints()[:-keep]:
                 os.remove(path)
 
-    def open_metrics(self, upto_step=None):
-        """Append to metrics.jsonl; on resume first drop the records after the checkpoint's step
-        (every record has a ``step``: per-step records their step, per-epoch ones the last step
-        of the epoch), as those steps are run again."""
+    def open_metrics(self, upto_step=None, epoch_done=True):
+        """On resume first drop the records written after the checkpoint's step (per-step records
+        carry their step, per-epoch ones the epoch's last step; the epoch record at the step itself
+        goes too if the checkpoint was saved before its epoch ended), as those steps run again."""
         path = os.path.join(self.path, METRICS)
-        if upto_step is not None and os.path.exists(path):
-            with open(path) as f:
-                records = [json.loads(line) for line in f if line.strip()]
-            kept = [r for r in records if r["step"] <= upto_step]
-            atomic_write(path, "".join(json.dumps(r) + "\n" for r in kept).encode())
         self.metrics = MetricsLog(path)
+        if upto_step is not None:
+            kept = [r for r in self.metrics.read()
+                    if r["step"] < upto_step or (r["step"] == upto_step and ("loss" in r or epoch_done))]
+            self.metrics.rewrite(kept)
         return self.metrics
 
-    def end_epoch(self, records, epoch_record, keep_checkpoints):
-        """After the epoch's checkpoint is written: its metrics, then the old checkpoints go."""
-        self.metrics.write([*records, epoch_record])
+    def end_epoch(self, step, records, epoch_record, checkpoint: bytes, keep_checkpoints):
+        """The epoch's metrics, then its checkpoint, then the old checkpoints go."""
+        self.metrics.write(step, [*records, epoch_record])
+        self.save_checkpoint(step, checkpoint)
         self.prune(keep_checkpoints)
 
 
+def _free_name(path):
+    candidate, n = path, 1
+    while os.path.exists(candidate):
+        candidate, n = f"{path}.{n}", n + 1
+    return candidate
+
+
 class MetricsLog:
+    """metrics.jsonl, rewritten atomically with the new records appended (once an epoch)."""
+
     def __init__(self, path):
-        self.file = open(path, "a")
+        self.path = path
 
-    def write(self, records):
-        for record in records:
-            self.file.write(json.dumps(record) + "\n")
-        self.file.flush()
-        os.fsync(self.file.fileno())
+    def read(self):
+        if not os.path.exists(self.path):
+            return []
+        with open(self.path) as f:
+            lines = f.read().splitlines()
+        records = []
+        for number, line in enumerate(lines, 1):
+            if not line.strip():
+                continue
+            try:
+                records.append(json.loads(line))
+            except json.JSONDecodeError as err:
+                raise SystemExit(f"error: {self.path} line {number} is not JSON ({err}); restore the file "
+                                 "from a backup, or delete that line.") from None
+        return records
 
-    def close(self):
-        self.file.close()
+    def rewrite(self, records):
+        atomic_write(self.path, "".join(json.dumps(r) + "\n" for r in records).encode())
+
+    def write(self, step, records):
+        old = b""
+        if os.path.exists(self.path):
+            with open(self.path, "rb") as f:
+                old = f.read()
+        new = "".join(json.dumps(r) + "\n" for r in records).encode()
+        atomic_write(self.path, old + new, tag=f"metrics@{step}")

@@ -7,6 +7,8 @@ import signal
 import sys
 import time
 
+from . import runs
+
 
 def epoch_record(epoch, step, state, test_loss, test_acc, start_time):
     return {
@@ -61,12 +63,13 @@ def new_epoch_state():
 
 class StopOnSignal:
     """While active, SIGINT and SIGTERM only set a flag: the loop finishes its step, saves and
-    exits. ``TWINOPT_STOP_AT_STEP=N`` makes the run send itself SIGINT after step N (tests)."""
+    exits. With ``TWINOPT_FAULT=sigint@N`` (or sigterm, sigkill) the run sends itself that
+    signal after step N (the tests' fault injection, see runs.py)."""
 
     def __enter__(self):
         self.signum = None
         self._previous = {sig: signal.signal(sig, self._handle) for sig in (signal.SIGINT, signal.SIGTERM)}
-        self._stop_at = int(os.environ.get("TWINOPT_STOP_AT_STEP", "0"))
+        self._faults = bool(os.environ.get(runs.FAULT_ENV))
         return self
 
     def _handle(self, signum, frame):
@@ -77,8 +80,9 @@ class StopOnSignal:
             signal.signal(sig, handler)
 
     def requested(self, step):
-        if step == self._stop_at:
-            os.kill(os.getpid(), signal.SIGINT)
+        if self._faults:
+            for sig in (signal.SIGINT, signal.SIGTERM, signal.SIGKILL):
+                runs.fault(f"{sig.name.lower()}@{step}", sig)
         return self.signum is not None
 
     def exit(self, run_path, script, step):
