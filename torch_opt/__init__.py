@@ -17,6 +17,7 @@ from .adam import Adam
 from .adamax import Adamax
 from .adamw import AdamW
 from .aggmo import AggMo
+from .apply_if_finite import ApplyIfFinite
 from .lookahead import Lookahead
 from .nadam import NAdam
 from .radam import RAdam
@@ -42,6 +43,6 @@ OPTIMIZERS = {
 }
 
 __all__ = [
-    "OPTIMIZERS", "SGD", "AdaBound", "Adadelta", "Adagrad", "Adam", "Adamax", "AdamW", "AggMo", "Lookahead",
-    "NAdam", "RAdam", "RMSprop",
+    "OPTIMIZERS", "SGD", "AdaBound", "Adadelta", "Adagrad", "Adam", "Adamax", "AdamW", "AggMo", "ApplyIfFinite",
+    "Lookahead", "NAdam", "RAdam", "RMSprop",
 ]

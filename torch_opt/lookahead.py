@@ -76,7 +76,10 @@ class Lookahead(torch.optim.Optimizer):
 
     def state_dict(self):
         state = super().state_dict()
-        state["inner_state"] = self.optimizer.state_dict()["state"]
+        inner = self.optimizer.state_dict()
+        state["inner_state"] = inner.pop("state")
+        del inner["param_groups"]  # the same groups as Lookahead's own
+        state["inner_extra"] = inner  # what a wrapper adds (ApplyIfFinite's counters)
         state["lookahead"] = {"k": self.k, "alpha": self.alpha, "step": self.lookahead_step}
         return state
 
@@ -90,6 +93,7 @@ class Lookahead(torch.optim.Optimizer):
             )
         inner_state, lookahead = state_dict.pop("inner_state"), state_dict.pop("lookahead")
         super().load_state_dict(state_dict)
-        self.optimizer.load_state_dict({"state": inner_state, "param_groups": state_dict["param_groups"]})
+        self.optimizer.load_state_dict({"state": inner_state, "param_groups": state_dict["param_groups"],
+                                        **state_dict.pop("inner_extra", {})})
         self.param_groups = self.optimizer.param_groups
         self.k, self.alpha, self.lookahead_step = lookahead["k"], lookahead["alpha"], lookahead["step"]
