@@ -57,6 +57,7 @@ def to_jax_kwargs(key: str, torch_kwargs: dict) -> dict:
     out = {}
     for name, value in torch_kwargs.items():
         if name == "betas" and key != "aggmo":
+            check_betas(name, value, length=2)
             out["b1"], out["b2"] = value
         elif name == "alpha" and key == "rmsprop":
             out[name] = value
