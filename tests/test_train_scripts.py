@@ -98,3 +98,30 @@ def test_resume_errors(backend, data_dir, tmp_path):
 def test_batch_larger_than_data_is_refused(backend, data_dir, tmp_path):
     with pytest.raises(SystemExit, match="-batch_size 128 is larger than the 64 training images"):
         SCRIPTS[backend].main(argv(data_dir, tmp_path / "run", "-batch_size", "128"))
+
+
+@pytest.mark.parametrize("backend", SCRIPTS)
+def test_non_finite_loss_stops_with_the_step_and_keeps_the_last_checkpoint(backend, data_dir, tmp_path):
+    """Weights blown up to 1e30 (as a diverging run's would be) give an Inf/NaN loss at the next
+    step: the script names the step, exits non-zero and leaves the run's files as they were."""
+    import numpy as np
+    import torch
+
+    run = tmp_path / "run"
+    SCRIPTS[backend].main(argv(data_dir, run, "-num_epochs", "1", "-schedule", "constant"))
+    path = next((run / "checkpoints").iterdir())
+    if backend == "torch":
+        ckpt = torch.load(path, weights_only=True)
+        ckpt["model"] = {k: v * 1e30 for k, v in ckpt["model"].items()}
+        torch.save(ckpt, path)
+    else:
+        with np.load(path) as ckpt:
+            arrays = {name: ckpt[name] for name in ckpt.files}
+        for i in range(6):  # the MLP's three kernels and biases come first
+            arrays[f"arr_{i}"] = arrays[f"arr_{i}"] * np.float32(1e30)
+        np.savez(path, **arrays)
+    before = {p: p.read_bytes() for p in run.rglob("*") if p.is_file() and p.name != "config.json"}
+    with pytest.raises(SystemExit, match=r"non-finite training loss .*at step 5; the last good checkpoint is kept"):
+        SCRIPTS[backend].main(["-out_dir", str(run), "-resume", "-num_epochs", "2", "-no_progress",
+                               "-data_dir", str(data_dir)])
+    assert {p: p.read_bytes() for p in run.rglob("*") if p.is_file() and p.name != "config.json"} == before
