@@ -110,10 +110,18 @@ def main(argv=None):
     args = cli.parse_args(argv, "jax")
     defaults = vars(cli.parse_args([], "jax"))
     run = runs.RunDir(args, "jax", "npz", defaults)
-    dtype = np.float64 if args.dtype == "float64" else np.float32
-    if dtype == np.float64:
-        jax.config.update("jax_enable_x64", True)
+    # x64 decides the dtype of JAX's scalars (step counts, schedule values): set it from -dtype
+    # alone, whatever the caller had, so a float32 run is the same in any process.
+    previous_x64 = jax.config.jax_enable_x64
+    jax.config.update("jax_enable_x64", args.dtype == "float64")
+    try:
+        return train(args, run)
+    finally:
+        jax.config.update("jax_enable_x64", previous_x64)
 
+
+def train(args, run):
+    dtype = np.float64 if args.dtype == "float64" else np.float32
     try:
         ds = data.load_dataset(args.dataset, args.data_dir, args.data_source, args.num_train, args.seed)
     except data.DataError as err:

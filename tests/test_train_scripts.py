@@ -125,3 +125,20 @@ def test_non_finite_loss_stops_with_the_step_and_keeps_the_last_checkpoint(backe
         SCRIPTS[backend].main(["-out_dir", str(run), "-resume", "-num_epochs", "2", "-no_progress",
                                "-data_dir", str(data_dir)])
     assert {p: p.read_bytes() for p in run.rglob("*") if p.is_file() and p.name != "config.json"} == before
+
+
+def test_jax_float32_run_does_not_depend_on_the_callers_x64(data_dir, tmp_path):
+    """A float32 run is the same whether the calling process enabled jax_enable_x64 or not (the
+    parity suite does), and the caller's setting is restored afterwards."""
+    import jax
+    from script_helpers import assert_same_run
+
+    previous = jax.config.jax_enable_x64
+    try:
+        for x64 in (False, True):
+            jax.config.update("jax_enable_x64", x64)
+            SCRIPTS["jax"].main(argv(data_dir, tmp_path / f"x64-{x64}", "-num_epochs", "3"))
+            assert jax.config.jax_enable_x64 == x64
+    finally:
+        jax.config.update("jax_enable_x64", previous)
+    assert_same_run(tmp_path / "x64-True", tmp_path / "x64-False", "jax")
