@@ -6,6 +6,7 @@ import numbers
 
 import jax
 import jax.numpy as jnp
+import numpy as np
 import optax
 from optax import tree_utils as otu
 
@@ -30,19 +31,21 @@ def weight_decay_term(weight_decay) -> optax.GradientTransformation:
     return optax.add_decayed_weights(weight_decay)
 
 
-def schedule_count(count):
-    """The step count as a float of the default precision, for evaluating schedules.
+def float_count(count):
+    """The step count as a float of the default precision, for schedules and powers ``b ** t``.
 
     optax schedules divide the count by Python numbers: an int32 count gives a float32 value
     even under ``jax_enable_x64``, which would put float32 rounding into float64 training
-    (torch schedulers compute in Python doubles).
+    (torch schedulers compute in Python doubles). And ``b ** count`` with a concrete integer
+    count (outside jit) multiplies b by itself (``lax.integer_pow``), which is not the float
+    power jit and torch use: RAdam's rectification magnifies that difference 1e5 times.
     """
     return jnp.asarray(count, dtype=jnp.result_type(float))
 
 
 def learning_rate_at(learning_rate, count):
     """The learning rate of the update with 0-based index ``count``."""
-    return learning_rate(schedule_count(count)) if callable(learning_rate) else learning_rate
+    return learning_rate(float_count(count)) if callable(learning_rate) else learning_rate
 
 
 def descend(learning_rate) -> optax.GradientTransformation:
@@ -68,8 +71,18 @@ def zeros_like(params):
 
 
 def lerp_moment(moment, updates, decay):
-    """``m + (1 - decay) * (g - m)``: torch.optim's ``lerp_`` of a first moment."""
-    return tree_map(lambda m, g: m + (1 - decay) * (g - m), moment, updates)
+    """torch.optim's ``m.lerp_(g, w)`` with ``w = 1 - decay`` rounded to the moment's dtype, and
+    torch's two formulas: ``m + w * (g - m)`` for ``|w| < 0.5``, else ``g - (g - m) * (1 - w)``
+    (so that ``decay = 0`` gives exactly ``g``, however large the old moment)."""
+
+    def lerp(m, g):
+        if isinstance(decay, numbers.Real):  # the usual case: one formula, chosen now
+            w = np.asarray(1 - decay, m.dtype)
+            return m + w * (g - m) if abs(w) < 0.5 else g - (g - m) * (1 - w)
+        w = jnp.asarray(1 - decay, m.dtype)  # injected as an array: both, then choose
+        return jnp.where(jnp.abs(w) < 0.5, m + w * (g - m), g - (g - m) * (1 - w))
+
+    return tree_map(lerp, moment, updates)
 
 
 def square_moment(moment, updates, decay):

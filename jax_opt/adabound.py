@@ -47,7 +47,9 @@ import optax
 
 from twinopt.hparams import check_beta, check_nonneg, check_range
 
-from ._common import as_dtype, init_count, learning_rate_at, square_moment, tree_map, weight_decay_term, zeros_like
+from ._common import (
+    as_dtype, float_count, init_count, learning_rate_at, square_moment, tree_map, weight_decay_term, zeros_like,
+)
 
 
 class ScaleByAdaBoundState(NamedTuple):
@@ -74,13 +76,14 @@ def scale_by_adabound(learning_rate=1e-3, b1=0.9, b2=0.999, final_lr=0.1, gamma=
         del params
         lr = learning_rate_at(learning_rate, state.count)
         count = optax.safe_increment(state.count)
+        t = float_count(count)
         mu = tree_map(lambda m, g: b1 * m + (1 - b1) * g, state.mu, updates)
         nu = square_moment(state.nu, updates, b2)
         nu_max = tree_map(jnp.maximum, state.nu_max, nu) if amsbound else None
-        step_size = lr * jnp.sqrt(1 - b2**count) / (1 - b1**count)
+        step_size = lr * jnp.sqrt(1 - b2**t) / (1 - b1**t)
         scaled_final_lr = final_lr * lr / state.base_lr
-        lower = scaled_final_lr * (1 - 1 / (gamma * count + 1))
-        upper = scaled_final_lr * (1 + 1 / (gamma * count))
+        lower = scaled_final_lr * (1 - 1 / (gamma * t + 1))
+        upper = scaled_final_lr * (1 + 1 / (gamma * t))
 
         def step(m, v):
             d = jnp.sqrt(v) + eps

@@ -27,7 +27,9 @@ import optax
 
 from twinopt.hparams import check_beta, check_nonneg
 
-from ._common import as_dtype, init_count, lerp_moment, square_moment, tree_map, with_weight_decay, zeros_like
+from ._common import (
+    as_dtype, float_count, init_count, lerp_moment, square_moment, tree_map, with_weight_decay, zeros_like,
+)
 
 
 class ScaleByAdamState(NamedTuple):
@@ -47,10 +49,11 @@ def scale_by_adam(b1=0.9, b2=0.999, eps=1e-8, amsgrad=False) -> optax.GradientTr
     def update(updates, state, params=None):
         del params
         count = optax.safe_increment(state.count)
+        t = float_count(count)
         mu = lerp_moment(state.mu, updates, b1)
         nu = square_moment(state.nu, updates, b2)
         nu_max = tree_map(jnp.maximum, state.nu_max, nu) if amsgrad else None
-        bc1, bc2_sqrt = 1 - b1**count, jnp.sqrt(1 - b2**count)
+        bc1, bc2_sqrt = 1 - b1**t, jnp.sqrt(1 - b2**t)
 
         def direction(m, v):
             d = jnp.sqrt(v) / as_dtype(bc2_sqrt, v) + eps

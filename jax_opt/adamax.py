@@ -26,7 +26,7 @@ import optax
 
 from twinopt.hparams import check_beta, check_nonneg
 
-from ._common import as_dtype, init_count, lerp_moment, tree_map, with_weight_decay, zeros_like
+from ._common import as_dtype, float_count, init_count, lerp_moment, tree_map, with_weight_decay, zeros_like
 
 
 class ScaleByAdamaxState(NamedTuple):
@@ -44,9 +44,10 @@ def scale_by_adamax(b1=0.9, b2=0.999, eps=1e-8) -> optax.GradientTransformation:
     def update(updates, state, params=None):
         del params
         count = optax.safe_increment(state.count)
+        t = float_count(count)
         mu = lerp_moment(state.mu, updates, b1)
         nu = tree_map(lambda u, g: jnp.maximum(b2 * u, jnp.abs(g) + eps), state.nu, updates)
-        bc1 = 1 - b1**count
+        bc1 = 1 - b1**t
         updates = tree_map(lambda m, u: (m / u) / as_dtype(bc1, m), mu, nu)
         return updates, ScaleByAdamaxState(count, mu, nu)
 

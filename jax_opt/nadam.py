@@ -39,7 +39,9 @@ import optax
 
 from twinopt.hparams import check_beta, check_nonneg
 
-from ._common import as_dtype, init_count, lerp_moment, square_moment, tree_map, with_weight_decay, zeros_like
+from ._common import (
+    as_dtype, float_count, init_count, lerp_moment, square_moment, tree_map, with_weight_decay, zeros_like,
+)
 
 
 class ScaleByNadamState(NamedTuple):
@@ -61,12 +63,13 @@ def scale_by_nadam(b1=0.9, b2=0.999, eps=1e-8, momentum_decay=4e-3) -> optax.Gra
     def update(updates, state, params=None):
         del params
         count = optax.safe_increment(state.count)
+        t = float_count(count)
         mu_t, mu_next = schedule(count), schedule(count + 1)
         # Fixed state dtype, whatever the dtype of hyperparameters injected as arrays.
         mu_product = (state.mu_product * mu_t).astype(state.mu_product.dtype)
         mu = lerp_moment(state.mu, updates, b1)
         nu = square_moment(state.nu, updates, b2)
-        bc2 = 1 - b2**count
+        bc2 = 1 - b2**t
         grad_coef = (1.0 - mu_t) / (1.0 - mu_product)
         exp_avg_coef = mu_next / (1.0 - mu_product * mu_next)
 

@@ -37,7 +37,9 @@ import optax
 
 from twinopt.hparams import check_beta, check_nonneg
 
-from ._common import as_dtype, init_count, lerp_moment, square_moment, tree_map, with_weight_decay, zeros_like
+from ._common import (
+    as_dtype, float_count, init_count, lerp_moment, square_moment, tree_map, with_weight_decay, zeros_like,
+)
 
 
 class ScaleByRadamState(NamedTuple):
@@ -55,16 +57,17 @@ def scale_by_radam(b1=0.9, b2=0.999, eps=1e-8) -> optax.GradientTransformation:
     def update(updates, state, params=None):
         del params
         count = optax.safe_increment(state.count)
+        t = float_count(count)
         mu = lerp_moment(state.mu, updates, b1)
         nu = square_moment(state.nu, updates, b2)
-        b2t = b2**count
+        b2t = b2**t
         rho_inf = 2 / (1 - b2) - 1
-        rho_t = rho_inf - 2 * count * b2t / (1 - b2t)
+        rho_t = rho_inf - 2 * t * b2t / (1 - b2t)
         rectified = rho_t > 5
         ratio = (rho_t - 4) * (rho_t - 2) * rho_inf / ((rho_inf - 4) * (rho_inf - 2) * rho_t)
         # The ratio is negative (or 0/0) only while not rectified, where r is unused.
         rect = jnp.sqrt(jnp.where(rectified, ratio, 1.0))
-        bc1, bc2_sqrt = 1 - b1**count, jnp.sqrt(1 - b2t)
+        bc1, bc2_sqrt = 1 - b1**t, jnp.sqrt(1 - b2t)
 
         def direction(m, v):
             m_hat = m / as_dtype(bc1, m)
