@@ -222,3 +222,19 @@ def test_every_optimizer_resumes_exactly(backend, key, extra, data_dir, tmp_path
     monkeypatch.delenv(runs.FAULT_ENV)
     resume(backend, tmp_path / "stopped", data_dir)
     assert_same_run(tmp_path / "stopped", tmp_path / "straight", backend)
+
+
+@pytest.mark.parametrize("backend", SCRIPTS)
+def test_cifar_with_augmentation_resumes_exactly(backend, cifar_dir, tmp_path, monkeypatch):
+    """The CNN with random crops and flips, stopped mid-epoch: the augmentation continues where it
+    stopped (its generator is seeded by (seed, epoch) and skipped to the step)."""
+    script = SCRIPTS[backend]
+    flags = ["-data_dir", str(cifar_dir), "-dataset", "cifar", "-cnn_channels", "4,4,4", "-cnn_dense", "8,8",
+             "-batch_size", "16", "-num_epochs", "2", "-optimizer", "nesterov", "-lookahead", "-no_progress"]
+    script.main([*flags, "-out_dir", str(tmp_path / "straight")])
+    monkeypatch.setenv(runs.FAULT_ENV, "sigint@4")
+    with pytest.raises(SystemExit):
+        script.main([*flags, "-out_dir", str(tmp_path / "stopped")])
+    monkeypatch.delenv(runs.FAULT_ENV)
+    resume(backend, tmp_path / "stopped", cifar_dir)
+    assert_same_run(tmp_path / "stopped", tmp_path / "straight", backend)
