@@ -27,7 +27,7 @@ from hypothesis import strategies as st
 
 import jax_opt
 import torch_opt
-from twinopt.hparams import KEY_ARGS, KEYS, to_jax_kwargs
+from twinopt.hparams import KEYS, to_jax_kwargs
 
 from . import harness as h
 from .test_update_parity import F32_TOL, F64_TOL
@@ -126,18 +126,22 @@ def hparam_strategy(key, dtype):
         "amsbound": lambda: hparams(adabound, {"lr": log_uniform(1e-4, 1.0)}),
         "aggmo": lambda: hparams({"betas": st.lists(BETA, min_size=1, max_size=4).map(tuple)}),
     }[key]()
-    return strategy.filter(stable) if key not in ("aggmo", "adamw") and "eps" in KEY_ARGS[key] else strategy
+    return strategy.filter(stable) if key in ("rmsprop", *ADAM_FAMILY) else strategy
+
+
+ADAM_FAMILY = ("adam", "amsgrad", "adamax", "nadam", "radam", "adabound", "amsbound")
 
 
 def stable(hp):
-    """No coupled weight decay with b2 < 0.5 in the Adam family. There v is about g^2, the step about
+    """No coupled weight decay with a second-moment decay (b2, RMSprop's alpha) below 0.5 in the Adam
+    family and RMSprop. There v is about g^2, the step about
     g / (|g| + eps), and coupled decay feeds the param into g = g_raw + wd * p: the map
     p -> p - lr * g / (|g| + eps) has a slope up to lr * wd / (4 eps) (2.5e5 for lr = wd = 0.1 and
     eps = 1e-8) where |g| ~ eps, so it magnifies any 1-ulp difference (torch's addcdiv rounds once,
     XLA twice): measured 3.5e-11 after 4 steps from a one-ulp parting. An unstable iteration, not an
     error of either backend."""
-    b2 = hp.get("betas", (0.9, 0.999))[1]
-    return b2 >= 0.5 or not hp.get("weight_decay") or hp.get("decoupled_weight_decay", False)
+    decay = hp["alpha"] if "alpha" in hp else hp.get("betas", (0.9, 0.999))[1]
+    return decay >= 0.5 or not hp.get("weight_decay") or hp.get("decoupled_weight_decay", False)
 
 
 LOOKAHEAD_INNER = ("momentum", "adam")
