@@ -74,3 +74,23 @@ class Optimizer(torch.optim.Optimizer):
                 grads = torch._foreach_neg(grads) if foreach else [-g for g in grads]
             self._update(group, params, grads, [self.state[p] for p in params], foreach)
         return loss
+
+
+class Wrapper(torch.optim.Optimizer):
+    """An optimizer around another one (Lookahead, ApplyIfFinite) that shares its ``param_groups``,
+    so lr schedulers, ``zero_grad`` and hooks act on the wrapper directly."""
+
+    def __init__(self, optimizer):
+        if not isinstance(optimizer, torch.optim.Optimizer):
+            raise TypeError(f"{type(self).__name__} wraps a torch.optim.Optimizer, got {type(optimizer).__name__}.")
+        # Optimizer.__init__ sets up hooks and bookkeeping; the group dicts it receives are the
+        # inner optimizer's own, and the list itself is shared below.
+        super().__init__(optimizer.param_groups, optimizer.defaults)
+        self.optimizer = optimizer
+        self.param_groups = optimizer.param_groups
+
+    def add_param_group(self, param_group):
+        if hasattr(self, "optimizer"):  # after __init__, groups belong to the inner optimizer
+            self.optimizer.add_param_group(param_group)
+        else:
+            super().add_param_group(param_group)

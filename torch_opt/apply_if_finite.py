@@ -27,30 +27,22 @@ import torch
 
 from twinopt.hparams import check_int
 
+from ._base import Wrapper
 
-class ApplyIfFinite(torch.optim.Optimizer):
+
+class ApplyIfFinite(Wrapper):
     """Wrap ``optimizer``: skip steps with non-finite gradients, unless more than
     ``max_consecutive_errors`` in a row."""
 
     def __init__(self, optimizer, max_consecutive_errors):
-        if not isinstance(optimizer, torch.optim.Optimizer):
-            raise TypeError(f"ApplyIfFinite wraps a torch.optim.Optimizer, got {type(optimizer).__name__}.")
         if isinstance(optimizer, ApplyIfFinite):  # both would store their counters under one key
             raise TypeError("ApplyIfFinite around an ApplyIfFinite: wrap the inner optimizer once.")
         # optax accepts anything here; a negative count would act as 0, a float is a mistake.
         check_int("max_consecutive_errors", max_consecutive_errors, low=0)
-        super().__init__(optimizer.param_groups, optimizer.defaults)
-        self.optimizer = optimizer
-        self.param_groups = optimizer.param_groups
+        super().__init__(optimizer)
         self.state = optimizer.state
         self.max_consecutive_errors = max_consecutive_errors
         self.notfinite_count, self.last_finite, self.total_notfinite = 0, True, 0
-
-    def add_param_group(self, param_group):
-        if hasattr(self, "optimizer"):  # after __init__, groups belong to the inner optimizer
-            self.optimizer.add_param_group(param_group)
-        else:
-            super().add_param_group(param_group)
 
     def _grads_finite(self):
         grads = [p.grad for group in self.param_groups for p in group["params"] if p.grad is not None]

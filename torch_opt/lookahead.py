@@ -26,29 +26,19 @@ import torch
 
 from twinopt.hparams import check_int, check_range
 
+from ._base import Wrapper
 
-class Lookahead(torch.optim.Optimizer):
+
+class Lookahead(Wrapper):
     """Wrap ``optimizer``: every ``k`` steps pull the slow weights ``alpha`` of the way to the
     fast ones and restart the fast weights from there."""
 
     def __init__(self, optimizer, k=5, alpha=0.5, *, foreach=None):
-        if not isinstance(optimizer, torch.optim.Optimizer):
-            raise TypeError(f"Lookahead wraps a torch.optim.Optimizer, got {type(optimizer).__name__}.")
         check_int("k", k)
         check_range("alpha", alpha, 0.0, 1.0, low_open=True)
-        # Optimizer.__init__ sets up hooks and bookkeeping; the group dicts it receives are the
-        # inner optimizer's own, and the list itself is shared below.
-        super().__init__(optimizer.param_groups, optimizer.defaults)
-        self.optimizer = optimizer
-        self.param_groups = optimizer.param_groups
+        super().__init__(optimizer)
         self.k, self.alpha, self.foreach = k, alpha, foreach
         self.lookahead_step = 0
-
-    def add_param_group(self, param_group):
-        if hasattr(self, "optimizer"):  # after __init__, groups belong to the inner optimizer
-            self.optimizer.add_param_group(param_group)
-        else:
-            super().add_param_group(param_group)
 
     def _params(self):
         return [p for group in self.param_groups for p in group["params"]]
