@@ -28,8 +28,9 @@ import optax
 from flax import nnx
 
 import jax_opt
+from jax_train import convert as jconvert
 from jax_train.models import build_model
-from twinopt import cli, data, runs, training
+from twinopt import cli, convert, data, runs, torch_pickle, training
 from twinopt.hparams import to_jax_kwargs
 from twinopt.models import MODELS
 from twinopt.schedules import lr_factor
@@ -75,34 +76,60 @@ def prefetch(batches, size=2):
 
 
 def checkpoint(params, opt_state, meta):
-    """The npz bytes: every leaf of ``(params, opt_state)`` in order, and ``meta`` as JSON."""
-    leaves = [np.asarray(leaf) for leaf in jax.tree_util.tree_leaves((params, opt_state))]
+    """The npz bytes: params and optimizer state under their key paths (``params/fc1/kernel``,
+    ``opt_state/1/mu/fc1/kernel``: ``jax_train.convert.flatten``), so that train_torch.py can read
+    them without JAX, and ``meta`` as JSON."""
+    arrays = {f"{part}/{path}": value for part, tree in (("params", params), ("opt_state", opt_state))
+              for path, value in jconvert.flatten(tree).items()}
     buffer = io.BytesIO()
-    np.savez(buffer, *leaves, meta=np.array(json.dumps({**meta, "num_leaves": len(leaves)})))
+    np.savez(buffer, **arrays, meta=np.array(json.dumps(meta)))
     return buffer.getvalue()
 
 
-def load_checkpoint(path, run, params, opt_state):
-    """Restore into the structure of ``(params, opt_state)``; raise runs.CheckpointError if the
-    file is not a checkpoint of this run (np.load never unpickles: allow_pickle=False)."""
-    template, treedef = jax.tree_util.tree_flatten((params, opt_state))
+def read_torch_checkpoint(path, run, key, params, opt_state):
+    """``(params, opt_state)`` as flat dicts and the meta of a train_torch.py checkpoint, read
+    without torch and converted (``twinopt.convert``)."""
     try:
-        with np.load(path) as ckpt:
-            meta = json.loads(str(ckpt["meta"]))
-            leaves = [ckpt[f"arr_{i}"] for i in range(meta["num_leaves"])]
-    except ValueError as err:  # object arrays would need unpickling
-        raise runs.CheckpointError(f"{path} holds pickled objects, which are never loaded ({err})") from None
-    except (KeyError, TypeError, json.JSONDecodeError) as err:
-        raise runs.CheckpointError(f"{path} is not a checkpoint of train_jax.py ({err!r})") from None
-    run.check_fingerprint(path, meta.get("config"))
-    for i, (leaf, want) in enumerate(zip(leaves, template)):
-        if leaf.shape != want.shape or leaf.dtype != want.dtype:
-            raise runs.CheckpointError(f"{path} entry {i} is {leaf.dtype}{list(leaf.shape)}, this run's model and "
-                                       f"optimizer need {want.dtype}{list(want.shape)}")
-    if len(leaves) != len(template):
-        raise runs.CheckpointError(f"{path} holds {len(leaves)} arrays, this run's model and optimizer "
-                                   f"{len(template)}")
-    params, opt_state = jax.tree_util.tree_unflatten(treedef, [jnp.asarray(x) for x in leaves])
+        ckpt = torch_pickle.load(path)
+    except torch_pickle.UnsafeCheckpoint as err:
+        raise runs.CheckpointError(f"{err}. Only use checkpoints train_torch.py wrote; move the file out of the "
+                                   "folder to resume from the checkpoint before it.") from None
+    except torch_pickle.NotATorchCheckpoint as err:
+        raise runs.CheckpointError(str(err)) from None
+    run.check_fingerprint(path, ckpt.get("config") if isinstance(ckpt, dict) else None)
+    try:
+        layout = jconvert.layout(params)
+        flat_params = convert.weights_from_torch(ckpt["model"], layout)
+        flat_state = convert.optimizer_state_from_torch(ckpt["optimizer"], jconvert.flatten(opt_state), key, layout,
+                                                        ckpt["step"])
+        meta = {name: ckpt[name] for name in ("epoch", "step", "epoch_state")}
+    except (KeyError, TypeError, convert.ConversionError) as err:
+        raise runs.CheckpointError(f"{path} does not fit this run's model and optimizer ({err})") from None
+    return flat_params, flat_state, meta
+
+
+def load_checkpoint(path, run, key, params, opt_state):
+    """``(params, opt_state, meta)`` from a checkpoint of either script, in the structure of
+    ``(params, opt_state)``; raise runs.CheckpointError if the file is not a checkpoint of this run."""
+    if path.endswith(".pt"):
+        flat_params, flat_state, meta = read_torch_checkpoint(path, run, key, params, opt_state)
+    else:
+        meta, arrays = runs.read_npz(path)
+        run.check_fingerprint(path, meta.get("config"))
+        names = [f"{part}/{p}" for part, tree in (("params", params), ("opt_state", opt_state))
+                 for p in jconvert.flatten(tree)]
+        if "num_leaves" in meta:  # written before the entries had names: the leaves in order
+            if meta["num_leaves"] != len(names):
+                raise runs.CheckpointError(f"{path} holds {meta['num_leaves']} arrays, this run's model and "
+                                           f"optimizer {len(names)}")
+            arrays = {name: arrays[f"arr_{i}"] for i, name in enumerate(names)}
+        flat_params = {name.removeprefix("params/"): v for name, v in arrays.items() if name.startswith("params/")}
+        flat_state = {name.removeprefix("opt_state/"): v for name, v in arrays.items()
+                      if name.startswith("opt_state/")}
+    try:
+        params, opt_state = jconvert.unflatten(params, flat_params), jconvert.unflatten(opt_state, flat_state)
+    except convert.ConversionError as err:
+        raise runs.CheckpointError(f"{path} does not fit this run's model and optimizer ({err})") from None
     return params, opt_state, meta
 
 
@@ -167,7 +194,7 @@ def train(args, run):
     first_epoch, step, partial = 1, 0, None
     if args.resume:
         step, path, (params, opt_state, meta) = run.load_latest(
-            lambda path: load_checkpoint(path, run, params, opt_state))
+            lambda path: load_checkpoint(path, run, args.optimizer, params, opt_state))
         partial = meta["epoch_state"]
         first_epoch = meta["epoch"] if partial is not None else meta["epoch"] + 1  # None: saved at its epoch's end
         print(f"resumed from {path} (epoch {meta['epoch']}, step {step})", flush=True)

@@ -21,8 +21,9 @@ import torch
 import torch.nn.functional as F
 
 import torch_opt
+from torch_train.convert import advance_scheduler, to_tensors
 from torch_train.models import build_model
-from twinopt import cli, data, runs, training
+from twinopt import cli, convert, data, runs, training
 from twinopt.models import MODELS
 from twinopt.schedules import lr_factor
 
@@ -48,24 +49,46 @@ def evaluate(model, x, y, args, dtype):
     return total_loss / len(y), correct / len(y)
 
 
-def load_checkpoint(path, run, model, opt, scheduler):
-    """Restore a checkpoint (weights_only: a pickle never runs code); raise runs.CheckpointError
-    if the file is not a checkpoint of this run."""
+def read_jax_checkpoint(path, run, key, model, opt):
+    """A train_jax.py checkpoint converted to this script's form (``twinopt.convert``; no JAX needed)."""
+    meta, arrays = runs.read_npz(path)
+    run.check_fingerprint(path, meta.get("config"))
+    if "num_leaves" in meta:
+        raise runs.CheckpointError(f"{path} was written by a train_jax.py that did not name its arrays; continue "
+                                   "the run with train_jax.py")
+    flat_params = {name.removeprefix("params/"): v for name, v in arrays.items() if name.startswith("params/")}
+    flat_state = {name.removeprefix("opt_state/"): v for name, v in arrays.items() if name.startswith("opt_state/")}
+    layout = convert.Layout({name: tuple(p.shape) for name, p in model.state_dict().items()})
     try:
-        ckpt = torch.load(path, weights_only=True)
-    except pickle.UnpicklingError as err:
-        code = re.search(r"GLOBAL (\S+)", str(err))
-        raise runs.CheckpointError(
-            f"{path} holds pickled code ({code.group(1) if code else err}), which is never run: "
-            "torch.load(weights_only=True) refused it. Only use checkpoints train_torch.py wrote; move the file "
-            "out of the folder to resume from the checkpoint before it.") from None
-    except RuntimeError as err:
-        raise runs.CheckpointError(f"{path} is not a torch checkpoint ({str(err).splitlines()[0]})") from None
-    run.check_fingerprint(path, ckpt.get("config") if isinstance(ckpt, dict) else None)
+        optimizer = convert.optimizer_state_to_torch(flat_state, opt.state_dict(), key, layout)
+        return {**meta, "model": to_tensors(convert.weights_to_torch(flat_params)), "optimizer": to_tensors(optimizer)}
+    except convert.ConversionError as err:
+        raise runs.CheckpointError(f"{path} does not fit this run's model and optimizer ({err})") from None
+
+
+def load_checkpoint(path, run, key, model, opt, scheduler):
+    """Restore a checkpoint of either script (a torch one with weights_only: a pickle never runs
+    code); raise runs.CheckpointError if the file is not a checkpoint of this run."""
+    if path.endswith(".npz"):
+        ckpt = read_jax_checkpoint(path, run, key, model, opt)
+    else:
+        try:
+            ckpt = torch.load(path, weights_only=True)
+        except pickle.UnpicklingError as err:
+            code = re.search(r"GLOBAL (\S+)", str(err))
+            raise runs.CheckpointError(
+                f"{path} holds pickled code ({code.group(1) if code else err}), which is never run: "
+                "torch.load(weights_only=True) refused it. Only use checkpoints train_torch.py wrote; move the file "
+                "out of the folder to resume from the checkpoint before it.") from None
+        except RuntimeError as err:
+            raise runs.CheckpointError(f"{path} is not a torch checkpoint ({str(err).splitlines()[0]})") from None
+        run.check_fingerprint(path, ckpt.get("config") if isinstance(ckpt, dict) else None)
     try:
         model.load_state_dict(ckpt["model"])
         opt.load_state_dict(ckpt["optimizer"])
-        if scheduler is not None:
+        if scheduler is not None and path.endswith(".npz"):  # JAX keeps the schedule's position in its counts
+            advance_scheduler(scheduler, ckpt["step"])
+        elif scheduler is not None:
             scheduler.load_state_dict(ckpt["scheduler"])
         return ckpt["epoch"], ckpt["epoch_state"]
     except (KeyError, ValueError, RuntimeError) as err:
@@ -100,7 +123,8 @@ def main(argv=None):
 
     first_epoch, step, partial = 1, 0, None
     if args.resume:
-        step, path, (epoch, partial) = run.load_latest(lambda path: load_checkpoint(path, run, model, opt, scheduler))
+        step, path, (epoch, partial) = run.load_latest(
+            lambda path: load_checkpoint(path, run, args.optimizer, model, opt, scheduler))
         first_epoch = epoch if partial is not None else epoch + 1  # None: saved at the end of its epoch
         print(f"resumed from {path} (epoch {epoch}, step {step})", flush=True)
     run.start(data=ds.source, num_train_images=len(ds.y_train), num_test_images=len(ds.y_test))

@@ -13,7 +13,9 @@ configuration from the folder's ``config.json``.
 Both checkpoint formats (torch's and NumPy's ``.npz``) are zip files with a CRC-32 for every
 entry: ``-resume`` verifies it before loading, reports a damaged checkpoint by name, renames
 it ``*.damaged`` and falls back to the newest valid one. A checkpoint that is intact but
-unusable (pickled code, another optimizer or model) is an error instead.
+unusable (pickled code, another optimizer or model) is an error instead. Either script
+continues a run of the other: ``-resume`` takes the newest checkpoint of either format and
+converts it (``twinopt.convert``).
 """
 
 from __future__ import annotations
@@ -25,9 +27,12 @@ import signal
 import sys
 import zipfile
 
+import numpy as np
+
 CONFIG = "config.json"
 METRICS = "metrics.jsonl"
 CHECKPOINTS = "checkpoints"
+CHECKPOINT_EXTS = ("pt", "npz")  # train_torch.py's, train_jax.py's
 
 # The settings that define a trajectory: on -resume they come from the run's config.json, and a
 # checkpoint records them so that one from another run is recognised.
@@ -89,6 +94,22 @@ def verify_zip(path):
         raise DamagedCheckpoint(f"{path} is corrupt: its entry {bad} fails its CRC-32 check")
 
 
+def read_npz(path):
+    """``(meta, arrays)`` of a train_jax.py checkpoint: its JSON meta and its named arrays
+    (``np.load`` with ``allow_pickle=False``: nothing is unpickled)."""
+    try:
+        with np.load(path) as ckpt:
+            meta = json.loads(str(ckpt["meta"]))
+            arrays = {name: ckpt[name] for name in ckpt.files if name != "meta"}
+    except ValueError as err:  # object arrays would need unpickling
+        raise CheckpointError(f"{path} holds pickled objects, which are never loaded ({err})") from None
+    except (KeyError, TypeError, json.JSONDecodeError) as err:
+        raise CheckpointError(f"{path} is not a checkpoint of train_jax.py ({err!r})") from None
+    if not isinstance(meta, dict):
+        raise CheckpointError(f"{path} is not a checkpoint of train_jax.py (its meta is {type(meta).__name__})")
+    return meta, arrays
+
+
 def _jsonable(value):
     if isinstance(value, dict):
         return {k: _jsonable(v) for k, v in value.items()}
@@ -127,6 +148,8 @@ class RunDir:
         else:
             self._refuse_non_empty()  # again: another process may have started a run there meanwhile
             os.makedirs(self.ckpt_dir, exist_ok=True)
+        if self.resume:  # the backend that continues the run: either script continues either's run
+            facts = {"backend": self.backend, **facts}
         for key, value in facts.items():
             self.config[f"resumed_{key}" if self.resume and key in self.config else key] = value
         atomic_write(os.path.join(self.path, CONFIG), (json.dumps(self.config, indent=1) + "\n").encode())
@@ -154,9 +177,6 @@ class RunDir:
         except (json.JSONDecodeError, UnicodeDecodeError) as err:
             raise SystemExit(f"error: -resume: {path} is not valid JSON ({err}); restore it from a backup, "
                              "or start a new run in another -out_dir.") from None
-        if self.config.get("backend") not in (None, self.backend):
-            raise SystemExit(f"error: -resume: {self.path} is a run of train_{self.config['backend']}.py; "
-                             f"continue it with that script.")
         for key, default in defaults.items():
             if key in ("resume", "out_dir") or key not in self.config:
                 continue
@@ -196,15 +216,16 @@ class RunDir:
         return os.path.join(self.ckpt_dir, f"step_{step:08d}.{self.ext}")
 
     def checkpoints(self):
-        """(step, path) of every checkpoint of this backend, oldest first."""
+        """(step, path) of every checkpoint, of either backend, oldest first (at the same step,
+        this backend's last)."""
         if not os.path.isdir(self.ckpt_dir):
             return []
         found = []
         for name in os.listdir(self.ckpt_dir):
-            match = re.fullmatch(rf"step_(\d+)\.{self.ext}", name)
+            match = re.fullmatch(rf"step_(\d+)\.({'|'.join(CHECKPOINT_EXTS)})", name)
             if match:
-                found.append((int(match.group(1)), os.path.join(self.ckpt_dir, name)))
-        return sorted(found)
+                found.append((int(match.group(1)), match.group(2) == self.ext, os.path.join(self.ckpt_dir, name)))
+        return [(step, path) for step, _, path in sorted(found)]
 
     def save_checkpoint(self, step, data: bytes):
         atomic_write(self.checkpoint_path(step), data, tag=f"checkpoint@{step}")
@@ -214,7 +235,7 @@ class RunDir:
         reported, renamed ``*.damaged`` (kept, never deleted) and the one before it is tried."""
         found = self.checkpoints()
         if not found:
-            raise SystemExit(f"error: -resume: no {self.backend} checkpoint (*.{self.ext}) in {self.ckpt_dir}; "
+            raise SystemExit(f"error: -resume: no checkpoint (step_*.pt, step_*.npz) in {self.ckpt_dir}; "
                              "start the run without -resume.")
         damaged = []
         for step, path in reversed(found):
