@@ -94,7 +94,7 @@ def read_torch_checkpoint(path, run, key, params, opt_state):
     except torch_pickle.UnsafeCheckpoint as err:
         raise runs.CheckpointError(f"{err}. Only use checkpoints train_torch.py wrote; move the file out of the "
                                    "folder to resume from the checkpoint before it.") from None
-    except torch_pickle.NotATorchCheckpoint as err:
+    except (torch_pickle.NotATorchCheckpoint, torch_pickle.UnsupportedCheckpoint) as err:
         raise runs.CheckpointError(str(err)) from None
     run.check_fingerprint(path, ckpt.get("config") if isinstance(ckpt, dict) else None)
     try:

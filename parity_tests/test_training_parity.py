@@ -5,18 +5,13 @@ models (float64, 100 steps: batch 8 on 800 images, one epoch)."""
 import json
 import os
 
-import jax
 import numpy as np
 import pytest
-import torch
-from flax import nnx
 
 import train_jax
 import train_torch
-from jax_train.convert import to_torch_state_dict
-from jax_train.models import build_model
+from twinopt import runs
 from twinopt.hparams import KEYS
-from twinopt.models import MODELS
 
 TOL = 1e-9  # SPEC.md, float64
 STEPS, BATCH = 100, 8
@@ -68,17 +63,8 @@ def step_losses(run):
     return np.array([r["loss"] for r in records if "loss" in r])
 
 
-def final_weights(run, backend, dataset, dtype):
-    ckpt = sorted(os.listdir(os.path.join(run, "checkpoints")))[-1]
-    path = os.path.join(run, "checkpoints", ckpt)
-    if backend == "torch":
-        return {k: v.numpy() for k, v in torch.load(path, weights_only=True)["model"].items()}
-    model = build_model(MODELS[dataset], 0, dtype)
-    graphdef, params = nnx.split(model)
-    template, treedef = jax.tree_util.tree_flatten(params)
-    with np.load(path) as f:
-        leaves = [f[f"arr_{i}"] for i in range(len(template))]
-    return to_torch_state_dict(nnx.merge(graphdef, jax.tree_util.tree_unflatten(treedef, leaves)))
+def final_weights(run):
+    return runs.read_weights(os.path.join(run, "checkpoints", max(os.listdir(os.path.join(run, "checkpoints")))))
 
 
 def rel(a, b):
@@ -97,8 +83,7 @@ def test_per_step_losses_and_final_weights_agree(tmp_path, data_dir, dataset, ke
     torch_losses, jax_losses = step_losses(runs["torch"]), step_losses(runs["jax"])
     assert len(torch_losses) == len(jax_losses) == STEPS
     assert rel(jax_losses, torch_losses) <= TOL
-    errors = weights_rel(final_weights(runs["jax"], "jax", dataset, np.float64),
-                         final_weights(runs["torch"], "torch", dataset, np.float64))
+    errors = weights_rel(final_weights(runs["jax"]), final_weights(runs["torch"]))
     if key == "adagrad":
         assert np.sum(errors > TOL) <= ADAGRAD_OUTLIERS and errors.max() <= 1e-7
     else:

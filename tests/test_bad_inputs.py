@@ -150,8 +150,9 @@ def test_bad_data(backend, case, tmp_path, capsys):
 RESUME_CASES = {
     "no run folder": (lambda run: shutil.rmtree(run), [], r"no config.json in .*; start the run without -resume"),
     "no checkpoint": (lambda run: [os.remove(p) for p in run.glob("checkpoints/*")], [],
-                      r"no \w+ checkpoint \(\*\.\w+\) in"),
-    "another backend's run": ("other-backend", [], r"is a run of train_\w+\.py; continue it with that script"),
+                      r"no checkpoint \(step_\*\.pt, step_\*\.npz\) in"),
+    "the other backend's run, flag changed": ("other-backend", ["-optimizer", "sgd"],
+                                              r"-optimizer sgd differs from the run's adam"),
     "trajectory flag changed": (None, ["-optimizer", "sgd"], r"-optimizer sgd differs from the run's adam"),
     "model size changed": (None, ["-mlp_hidden", "8,8"], r"-mlp_hidden \[8, 8\] differs from the run's \[16, 8\]"),
     "schedule length changed": (None, ["-num_epochs", "3"], r"-num_epochs 3 differs .* fixes its cosine schedule"),

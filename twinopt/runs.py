@@ -29,6 +29,8 @@ import zipfile
 
 import numpy as np
 
+from twinopt import convert, torch_pickle
+
 CONFIG = "config.json"
 METRICS = "metrics.jsonl"
 CHECKPOINTS = "checkpoints"
@@ -315,3 +317,13 @@ class MetricsLog:
                 old = f.read()
         new = "".join(json.dumps(r) + "\n" for r in records).encode()
         atomic_write(self.path, old + new, tag=f"metrics@{step}")
+
+
+def read_weights(path):
+    """The model weights of a checkpoint of either script, as a torch ``state_dict`` of NumPy
+    arrays; needs neither torch nor JAX (a .pt file is read by ``twinopt.torch_pickle``)."""
+    if path.endswith(".pt"):
+        return torch_pickle.load(path)["model"]
+    _, arrays = read_npz(path)
+    return convert.weights_to_torch({k.removeprefix("params/"): v for k, v in arrays.items()
+                                     if k.startswith("params/")})
