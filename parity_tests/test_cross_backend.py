@@ -11,18 +11,25 @@ the epochs' test evaluations run in the other backend.
 import json
 import os
 
+import jax.numpy as jnp
 import numpy as np
+import optax
 import pytest
+import torch
 
 import train_jax
 import train_torch
-from twinopt import runs
+from jax_train import convert as jconvert
+from jax_train import models as jm
+from torch_train import models as tm
+from twinopt import data, runs
 from twinopt.hparams import KEYS
 
 TOL = 1e-9  # SPEC.md, float64
 BATCH, IMAGES, EPOCHS, STOP = 8, 48, 2, 4  # 6 steps an epoch, 12 in all, stopped after step 4
 SCRIPTS = {"torch": train_torch, "jax": train_jax}
-MODEL_FLAGS = {"mnist": ["-mlp_hidden", "16,8"], "cifar": ["-cnn_channels", "3,4,5", "-cnn_dense", "8,8"]}
+SIZES = {"mnist": {"hidden": (16, 8)}, "cifar": {"channels": (3, 4, 5), "dense": (8, 8)}}
+MODEL_FLAGS = {"mnist": ["-mlp_hidden", "16,8"], "cifar": ["-cnn_channels", "3,4,5", "-cnn_dense", "8,8"]}  # = SIZES
 # Every key with weight decay and a cosine schedule (its position crosses as the step count);
 # Lookahead around three kinds of state; AMSGrad-style max moments via adamw's flag.
 CASES = {key: (key, []) for key in KEYS}
@@ -150,3 +157,41 @@ if __name__ == "__main__":  # the table of the closing note and the README
                          for d in ("torch->jax", "jax->torch")}
                 print(f"| {dataset} | {case} | " + " | ".join(f"{e:.1e}" for d in worst for e in worst[d]) + " |",
                       flush=True)
+
+
+def evaluate(backend, dataset, weights, data_dir):
+    """(test loss, test accuracy) of torch-layout ``weights`` computed by ``backend``'s model."""
+    ds = data.load_dataset(dataset, data_dir)
+    if backend == "jax":
+        model = jm.build_model(dataset, 0, jnp.float64, **SIZES[dataset])
+        jconvert.load_torch_state_dict(model, weights)
+    else:
+        model = tm.build_model(dataset, 0, torch.float64, **SIZES[dataset])
+        model.load_state_dict({k: torch.from_numpy(v) for k, v in weights.items()})
+    loss, correct = 0.0, 0
+    for x, y in data.eval_batches(ds.x_test, ds.y_test, 20, np.float64):
+        if backend == "jax":
+            logits = np.asarray(model(jnp.asarray(x)))
+            loss += float(optax.softmax_cross_entropy_with_integer_labels(logits, y).sum())
+        else:
+            with torch.no_grad():
+                logits = model(torch.from_numpy(x))
+                loss += float(torch.nn.functional.cross_entropy(logits, torch.from_numpy(y), reduction="sum"))
+            logits = logits.numpy()
+        correct += int(np.sum(np.argmax(logits, -1) == y))
+    return loss / len(ds.y_test), correct / len(ds.y_test)
+
+
+@pytest.mark.parametrize("dataset", ["mnist", "cifar"])
+def test_trained_in_one_backend_evaluated_in_the_other(tmp_path, data_dir, dataset):
+    """The final weights of each script's run, evaluated by the other backend's model, give the
+    test accuracy the run recorded (and its test loss to 1e-9)."""
+    torch_default = torch.get_default_dtype()
+    for backend, other in (("torch", "jax"), ("jax", "torch")):
+        run = tmp_path / backend
+        run_script(backend, [*flags(data_dir, dataset, "adam"), "-out_dir", str(run)])
+        recorded = [r for r in metrics(run) if "loss" not in r][-1]
+        test_loss, test_acc = evaluate(other, dataset, final_weights(run), data_dir)
+        assert test_acc == recorded["test_acc"]
+        assert rel(test_loss, recorded["test_loss"]) <= TOL
+    torch.set_default_dtype(torch_default)
