@@ -349,6 +349,9 @@ def test_load_missing_and_unexpected_keys():
     ("torch_train.models", ("jax", "flax")),
     ("jax_train.models", ("torch",)),
     ("jax_train.convert", ("torch",)),
+    ("twinopt.convert", ("jax", "torch", "flax")),
+    ("twinopt.runs", ("jax", "torch", "flax")),
+    ("torch_train.convert", ("jax", "flax")),
 ])
 def test_backend_isolation(module, forbidden):
     import os
