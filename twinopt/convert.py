@@ -66,10 +66,9 @@ STATE_NAMES = {
 }
 # The torch optimizers without a per-param step count.
 _NO_STEP = {"sgd", "momentum", "nesterov", "aggmo"}
-# Per-param scalars that torch keeps per param and JAX once (all params step together).
-_SCALARS = {"mu_product"}
-# JAX scalars that torch keeps in every param group.
-_GROUP_SCALARS = {"base_lr"}
+# JAX scalars that torch keeps in every param group (a JAX scalar that torch keeps per param, as
+# NAdam's mu_product, is one value in every param: all params step together).
+GROUP_NAMES = {"adabound": {"base_lr"}, "amsbound": {"base_lr"}}
 
 
 class ConversionError(ValueError):
@@ -277,14 +276,15 @@ def optimizer_state_to_torch(flat_state: Mapping[str, np.ndarray], template: Map
     for e in inner:
         if e.field == "count" and e.param is None:
             continue
-        if e.field not in fields and e.field not in _GROUP_SCALARS:
+        group_field = e.field in GROUP_NAMES.get(key, ())
+        if e.field not in fields and not group_field:
             raise ConversionError(f"optimizer state entry {e.path}: {key} keeps no {e.field!r}: a state of "
                                   "another optimizer?")
         value = as_array(flat_state[e.path])
         if e.param is not None:
             per_param[e.param][fields[e.field]] = layout.to_torch(e.param, value, e.path)
             dtype = np.promote_types(dtype, value.dtype)
-        elif e.field in _GROUP_SCALARS:
+        elif group_field:
             for group in groups:
                 group[e.field] = float(value)
         else:
@@ -373,7 +373,7 @@ def optimizer_state_from_torch(state_dict: Mapping, flat_template: Mapping[str, 
                 raise ConversionError(f"the torch state of {key} does not record the number of steps, which the "
                                       f"JAX state keeps in {e.path}: pass step=")
             put(e.path, step)
-        elif e.field in _GROUP_SCALARS:
+        elif e.field in GROUP_NAMES.get(key, ()):
             values = {group[e.field] for group in state_dict["param_groups"] if e.field in group}
             if len(values) > 1:
                 raise ConversionError(f"the param groups' {e.field} differ ({sorted(values)}): the JAX state has one")
