@@ -26,6 +26,9 @@ import jax.numpy as jnp
 import numpy as np
 import optax
 from flax import nnx
+from jax.experimental import multihost_utils
+from jax.sharding import Mesh, NamedSharding
+from jax.sharding import PartitionSpec as P
 
 import jax_opt
 from jax_train import convert as jconvert
@@ -48,8 +51,8 @@ def make_optimizer(args, total_steps):
     return tx
 
 
-def prefetch(batches, size=2):
-    """Yield the batches already on the device, transferred in a background thread."""
+def prefetch(batches, put, size=2):
+    """Yield the batches already on the devices (``put``), transferred in a background thread."""
     q = queue.Queue(maxsize=size)
     done, stop = object(), threading.Event()
 
@@ -58,7 +61,7 @@ def prefetch(batches, size=2):
             for batch in batches:
                 if stop.is_set():
                     return
-                q.put(jax.device_put(batch))
+                q.put(put(batch))
         except BaseException as err:  # re-raised in the consumer
             q.put(err)
         q.put(done)
@@ -75,10 +78,65 @@ def prefetch(batches, size=2):
             q.get_nowait()
 
 
+def device_mesh(args):
+    """A 1-D mesh ("data") over the devices that share each batch: every device of every process,
+    or the first ``-devices``."""
+    devices = jax.devices()
+    if args.devices is not None:
+        if args.distributed:
+            raise SystemExit("error: -devices selects devices of a single process; a -distributed run uses every "
+                             "device of every process")
+        if args.devices > len(devices):
+            raise SystemExit(f"error: -devices {args.devices}: this process sees {len(devices)} device(s) "
+                             f"({devices[0].platform}).")
+        devices = devices[:args.devices]
+    if args.batch_size % len(devices):
+        raise SystemExit(f"error: -batch_size {args.batch_size} does not split over {len(devices)} devices; choose "
+                         f"a multiple of {len(devices)}, or fewer -devices.")
+    return Mesh(np.array(devices), ("data",))
+
+
+def shardings(mesh, tree, shard=False):
+    """Replicated everywhere, or with ``shard`` (-shard_optimizer) each leaf split along its first
+    axis that divides evenly over the devices: the optimizers are elementwise, so each device
+    updates its slice (ZeRO-style); leaves without such an axis stay replicated."""
+
+    def one(leaf):
+        for axis, size in enumerate(leaf.shape if shard else ()):
+            if size % mesh.size == 0:
+                return NamedSharding(mesh, P(*[None] * axis, "data"))
+        return NamedSharding(mesh, P())
+
+    return jax.tree.map(one, tree)
+
+
+def host_rows(mesh, size):
+    """The rows of a batch of ``size`` whose devices this process drives (all, with one process)."""
+    local = [i for i, d in enumerate(mesh.devices) if d.process_index == jax.process_index()]
+    per_device = size // mesh.size
+    return slice(local[0] * per_device, (local[-1] + 1) * per_device)
+
+
+def fetch(x):
+    """A replicated array's value on this host (multi-process arrays are not fully addressable)."""
+    return np.asarray(x.addressable_data(0))
+
+
+def stop_requested(stop, step):
+    """Whether to stop after this step; in a multi-process run, if any process was asked to (all
+    stop at the same step: a collective, so a sync of the processes every step)."""
+    requested = stop.requested(step)
+    if jax.process_count() == 1:
+        return requested
+    return bool(np.any(multihost_utils.process_allgather(np.int32(requested))))
+
+
 def checkpoint(params, opt_state, meta):
     """The npz bytes: params and optimizer state under their key paths (``params/fc1/kernel``,
     ``opt_state/1/mu/fc1/kernel``: ``jax_train.convert.flatten``), so that train_torch.py can read
     them without JAX, and ``meta`` as JSON."""
+    if jax.process_count() > 1:  # every process takes part; only the first writes
+        params, opt_state = multihost_utils.process_allgather((params, opt_state), tiled=True)
     arrays = {f"{part}/{path}": value for part, tree in (("params", params), ("opt_state", opt_state))
               for path, value in jconvert.flatten(tree).items()}
     buffer = io.BytesIO()
@@ -136,7 +194,9 @@ def load_checkpoint(path, run, key, params, opt_state):
 def main(argv=None):
     args = cli.parse_args(argv, "jax")
     defaults = vars(cli.parse_args([], "jax"))
-    run = runs.RunDir(args, "jax", "npz", defaults)
+    if args.distributed:  # the coordinator, process count and id come from the environment or the cluster
+        jax.distributed.initialize()
+    run = runs.RunDir(args, "jax", "npz", defaults, writer=jax.process_index() == 0)
     # x64 decides the dtype of JAX's scalars (step counts, schedule values): set it from -dtype
     # alone, whatever the caller had, so a float32 run is the same in any process.
     previous_x64 = jax.config.jax_enable_x64
@@ -160,6 +220,7 @@ def train(args, run):
     steps_per_epoch = data.steps_per_epoch(len(ds.y_train), args.batch_size)
     if steps_per_epoch == 0:
         raise SystemExit(f"error: -batch_size {args.batch_size} is larger than the {len(ds.y_train)} training images.")
+    mesh = device_mesh(args)
     try:
         tx = make_optimizer(args, args.num_epochs * steps_per_epoch)
     except ValueError as err:
@@ -168,6 +229,16 @@ def train(args, run):
     num_params = sum(x.size for x in jax.tree_util.tree_leaves(params))
     print(f"model: {MODELS[args.dataset]}, {num_params:,} params, {args.dtype}; "
           f"optimizer: {cli.describe_optimizer(args)}; schedule: {args.schedule}", flush=True)
+    if mesh.size > 1:
+        print(f"devices: {mesh.size} x {mesh.devices[0].platform} in {jax.process_count()} process(es), "
+              f"{args.batch_size // mesh.size} images each a step; optimizer state "
+              f"{'sharded' if args.shard_optimizer else 'replicated'}", flush=True)
+    replicated, batch_sharding = NamedSharding(mesh, P()), NamedSharding(mesh, P("data"))
+    param_shardings, state_shardings = shardings(mesh, params), shardings(mesh, opt_state, args.shard_optimizer)
+    rows = host_rows(mesh, args.batch_size)
+
+    def put_batch(batch):
+        return tuple(jax.make_array_from_process_local_data(batch_sharding, a[rows]) for a in batch)
 
     def loss_and_logits(params, x, y):
         logits = nnx.merge(graphdef, params)(x)
@@ -177,7 +248,10 @@ def train(args, run):
     def train_step(params, opt_state, x, y):
         (loss, logits), grads = jax.value_and_grad(loss_and_logits, has_aux=True)(params, x, y)
         updates, opt_state = tx.update(grads, opt_state, params)
-        return optax.apply_updates(params, updates), opt_state, loss, jnp.sum(jnp.argmax(logits, -1) == y)
+        params = jax.lax.with_sharding_constraint(optax.apply_updates(params, updates), param_shardings)
+        opt_state = jax.lax.with_sharding_constraint(opt_state, state_shardings)
+        correct = jnp.sum(jnp.argmax(logits, -1) == y)
+        return params, opt_state, *jax.lax.with_sharding_constraint((loss, correct), replicated)
 
     @jax.jit
     def eval_step(params, x, y):
@@ -187,8 +261,9 @@ def train(args, run):
     def evaluate(params):
         total_loss, correct = 0.0, 0
         for xb, yb in data.eval_batches(ds.x_test, ds.y_test, args.eval_batch_size, dtype):
+            xb, yb = (jax.make_array_from_process_local_data(replicated, a) for a in (xb, yb))
             batch_loss, batch_correct = eval_step(params, xb, yb)
-            total_loss, correct = total_loss + float(batch_loss), correct + int(batch_correct)
+            total_loss, correct = total_loss + float(fetch(batch_loss)), correct + int(fetch(batch_correct))
         return total_loss / len(ds.y_test), correct / len(ds.y_test)
 
     first_epoch, step, partial = 1, 0, None
@@ -198,6 +273,7 @@ def train(args, run):
         partial = meta["epoch_state"]
         first_epoch = meta["epoch"] if partial is not None else meta["epoch"] + 1  # None: saved at its epoch's end
         print(f"resumed from {path} (epoch {meta['epoch']}, step {step})", flush=True)
+    params, opt_state = jax.device_put(params, param_shardings), jax.device_put(opt_state, state_shardings)
     run.start(data=ds.source, num_train_images=len(ds.y_train), num_test_images=len(ds.y_test))
     run.open_metrics(upto_step=step if args.resume else None, epoch_done=partial is None)
     augment = args.dataset == "cifar" and not args.no_augment
@@ -205,13 +281,13 @@ def train(args, run):
 
     def end_segment(state, losses, corrects, segment_start):
         """Fetch the segment's per-step losses (once, not per step) into the epoch state."""
-        losses = np.asarray(jax.device_get(losses), dtype=np.float64)
+        losses = np.array([fetch(loss) for loss in losses], dtype=np.float64)
         first = step - len(losses) + 1
         if not np.isfinite(losses).all():
             bad = first + int(np.argmin(np.isfinite(losses)))
             raise SystemExit(f"error: non-finite training loss at step {bad}; the last good checkpoint is kept.")
         state["losses"] += losses.tolist()
-        state["correct"] += int(np.sum(jax.device_get(corrects)))
+        state["correct"] += int(sum(fetch(correct) for correct in corrects))
         state["seen"] += len(losses) * args.batch_size
         state["time_s"] += time.perf_counter() - segment_start
         return [{"step": first + i, "epoch": epoch, "loss": float(v)} for i, v in enumerate(losses)]
@@ -225,7 +301,7 @@ def train(args, run):
             segment_start = time.perf_counter()
             batches = data.train_batches(ds.x_train, ds.y_train, args.batch_size, epoch=epoch, seed=args.seed,
                                          augment=augment, dtype=dtype, start_step=len(state["losses"]))
-            for x, y in prefetch(batches):
+            for x, y in prefetch(batches, put_batch):
                 params, opt_state, loss, correct = train_step(params, opt_state, x, y)
                 step += 1
                 losses.append(loss)
@@ -233,8 +309,8 @@ def train(args, run):
                 bar.update()
                 if len(losses) % 50 == 0:  # reading a loss waits for its step: only now and then
                     rate = len(losses) * args.batch_size / (time.perf_counter() - segment_start)
-                    bar.set_postfix_str(f"loss {float(loss):.4f}, {rate:.0f} samples/s")
-                if stop.requested(step):
+                    bar.set_postfix_str(f"loss {float(fetch(loss)):.4f}, {rate:.0f} samples/s")
+                if stop_requested(stop, step):
                     records = end_segment(state, losses, corrects, segment_start)
                     run.metrics.write(step, records)
                     run.save_checkpoint(step, checkpoint(params, opt_state, {

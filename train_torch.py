@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import io
 import math
+import os
 import pickle
 import re
 import sys
@@ -18,7 +19,9 @@ import time
 
 import numpy as np
 import torch
+import torch.distributed as dist
 import torch.nn.functional as F
+from torch.nn.parallel import DistributedDataParallel
 
 import torch_opt
 from torch_train.convert import advance_scheduler, to_tensors
@@ -95,10 +98,43 @@ def load_checkpoint(path, run, key, model, opt, scheduler):
         raise runs.CheckpointError(f"{path} does not fit this run's model and optimizer ({err})") from None
 
 
+def init_distributed(args):
+    """(rank, world size): under ``torchrun --nproc_per_node N`` a gloo process group (the script
+    trains on the CPU), else (0, 1). Each rank takes its slice of every global batch."""
+    world = int(os.environ.get("WORLD_SIZE", "1"))
+    if world == 1:
+        return 0, 1
+    if args.batch_size % world:
+        raise SystemExit(f"error: -batch_size {args.batch_size} does not split over {world} processes; choose a "
+                         f"multiple of {world}.")
+    dist.init_process_group("gloo")
+    if dist.get_rank():  # one process reports
+        sys.stdout = open(os.devnull, "w")
+        args.no_progress = True
+    return dist.get_rank(), world
+
+
+def global_sum(value, world):
+    """The sum over the processes (a tensor); the value itself in a single process."""
+    if world > 1:
+        value = value.detach().clone()
+        dist.all_reduce(value)
+    return value
+
+
 def main(argv=None):
     args = cli.parse_args(argv, "torch")
     defaults = vars(cli.parse_args([], "torch"))
-    run = runs.RunDir(args, "torch", "pt", defaults)
+    rank, world = init_distributed(args)
+    try:
+        return train(args, defaults, rank, world)
+    finally:
+        if world > 1:
+            dist.destroy_process_group()
+
+
+def train(args, defaults, rank, world):
+    run = runs.RunDir(args, "torch", "pt", defaults, writer=rank == 0)
     dtype = np.float64 if args.dtype == "float64" else np.float32
     # torch.optim keeps scalar state (step counts, NAdam's mu_product) in the default dtype.
     torch.set_default_dtype(torch.float64 if dtype == np.float64 else torch.float32)
@@ -120,6 +156,12 @@ def main(argv=None):
         raise cli.hyperparameter_error(err, args) from None
     print(f"model: {MODELS[args.dataset]}, {sum(p.numel() for p in model.parameters()):,} params, {args.dtype}; "
           f"optimizer: {cli.describe_optimizer(args)}; schedule: {args.schedule}", flush=True)
+    # DistributedDataParallel averages the ranks' gradients of their slices: the gradient of the
+    # global batch's mean loss, as in one process.
+    net = DistributedDataParallel(model) if world > 1 else model
+    rows = slice(rank * args.batch_size // world, (rank + 1) * args.batch_size // world)
+    if world > 1:
+        print(f"processes: {world} (gloo), {args.batch_size // world} images each a step", flush=True)
 
     first_epoch, step, partial = 1, 0, None
     if args.resume:
@@ -149,26 +191,26 @@ def main(argv=None):
             segment_start, segment_seen = time.perf_counter(), state["seen"]
             for xb, yb in data.train_batches(ds.x_train, ds.y_train, args.batch_size, epoch=epoch, seed=args.seed,
                                              augment=augment, dtype=dtype, start_step=len(state["losses"])):
-                x, y = torch.from_numpy(xb), torch.from_numpy(yb)
+                x, y = torch.from_numpy(xb[rows]), torch.from_numpy(yb[rows])
                 opt.zero_grad(set_to_none=True)
-                logits = model(x)
+                logits = net(x)
                 loss = F.cross_entropy(logits, y)
                 loss.backward()
                 opt.step()
                 if scheduler is not None:
                     scheduler.step()
                 step += 1
-                state["losses"].append(loss.item())
+                state["losses"].append(global_sum(loss, world).item() / world)
                 if not math.isfinite(state["losses"][-1]):
                     raise SystemExit(f"error: non-finite training loss {state['losses'][-1]} at step {step}; "
                                      "the last good checkpoint is kept.")
-                state["correct"] += (logits.argmax(1) == y).sum().item()
-                state["seen"] += len(y)
+                state["correct"] += global_sum((logits.argmax(1) == y).sum(), world).item()
+                state["seen"] += len(y) * world
                 records.append({"step": step, "epoch": epoch, "loss": state["losses"][-1]})
                 bar.update()
                 rate = (state["seen"] - segment_seen) / (time.perf_counter() - segment_start)
                 bar.set_postfix_str(f"loss {state['losses'][-1]:.4f}, {rate:.0f} samples/s")
-                if stop.requested(step):
+                if global_sum(torch.tensor(stop.requested(step), dtype=torch.int32), world):  # all stop together
                     state["time_s"] += time.perf_counter() - segment_start
                     run.metrics.write(step, records)
                     run.save_checkpoint(step, checkpoint(epoch, state))

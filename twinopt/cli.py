@@ -65,6 +65,14 @@ def build_parser(backend: str) -> argparse.ArgumentParser:
     p.add_argument("-mlp_hidden", type=_ints, default=(1000, 500, 100), help="MLP hidden sizes")
     p.add_argument("-cnn_channels", type=_ints, default=(64, 96, 128), help="CNN conv channels (3 values)")
     p.add_argument("-cnn_dense", type=_ints, default=(512, 256), help="CNN dense sizes (2 values)")
+    p.add_argument("-devices", type=int,
+                   help="JAX: data parallelism over the first N devices (default: every device); each takes a "
+                   "slice of every batch. PyTorch: launch with torchrun --nproc_per_node N instead")
+    p.add_argument("-shard_optimizer", action="store_true",
+                   help="JAX: shard the optimizer state across the devices (ZeRO-style), not replicate it")
+    p.add_argument("-distributed", action="store_true",
+                   help="JAX: a multi-process run (jax.distributed.initialize(), one process per host); "
+                   "PyTorch runs under torchrun are distributed without it")
     p.add_argument("-out_dir", help="the run folder (default: runs/<dataset>-<optimizer>-<backend>-seed<seed>)")
     p.add_argument("-resume", action="store_true", help="continue the run in -out_dir from its newest checkpoint")
     p.add_argument("-keep_checkpoints", type=int, default=3, help="keep the newest N epoch checkpoints (0: all)")
@@ -103,6 +111,12 @@ def parse_args(argv, backend):
         parser.error(f"-num_train must be >= 1, got {args.num_train}")
     if len(args.cnn_channels) != 3 or len(args.cnn_dense) != 2:
         parser.error("-cnn_channels takes 3 values and -cnn_dense 2, e.g. -cnn_channels 64,96,128 -cnn_dense 512,256")
+    if args.devices is not None and (backend != "jax" or args.devices < 1):
+        parser.error(f"-devices {args.devices}: " + ("must be >= 1" if backend == "jax" else
+                     "train_torch.py runs one process per device: torchrun --nproc_per_node N train_torch.py ..."))
+    if backend != "jax" and (args.shard_optimizer or args.distributed):
+        parser.error("-shard_optimizer and -distributed are train_jax.py flags; train_torch.py is distributed "
+                     "by launching it with torchrun")
     args.optimizer_kwargs = optimizer_kwargs(args)
     if args.out_dir is None:
         lookahead = "-lookahead" if args.lookahead else ""

@@ -120,15 +120,20 @@ def _jsonable(value):
 
 class RunDir:
     """A run folder. ``resume=False``: refuses a non-empty folder now and creates it in
-    :meth:`start`; ``resume=True``: loads its config into ``args`` (the trajectory settings)."""
+    :meth:`start`; ``resume=True``: loads its config into ``args`` (the trajectory settings).
 
-    def __init__(self, args, backend, ext, defaults):
+    ``writer=False`` (the other processes of a distributed run) reads the folder but writes
+    nothing: one process writes, and only it decides whether a new run's folder is free."""
+
+    def __init__(self, args, backend, ext, defaults, writer=True):
         self.path, self.backend, self.ext, self.resume = args.out_dir, backend, ext, args.resume
+        self.writer = writer
         self.ckpt_dir = os.path.join(self.path, CHECKPOINTS)
         if args.resume:
             self._load_config(args, defaults)
         else:
-            self._refuse_non_empty()
+            if writer:
+                self._refuse_non_empty()
             self.config = {k: _jsonable(v) for k, v in vars(args).items()}
             self.config["backend"] = backend
 
@@ -145,15 +150,17 @@ class RunDir:
         """Called once the data, model and optimizer are checked: create the folder (a new run)
         and add facts found while starting (the data source, the sizes) to config.json; a resumed
         run keeps what its start recorded and adds ``resumed_<field>`` entries."""
+        if self.resume:  # the backend that continues the run: either script continues either's run
+            facts = {"backend": self.backend, **facts}
+        for key, value in facts.items():
+            self.config[f"resumed_{key}" if self.resume and key in self.config else key] = value
+        if not self.writer:
+            return
         if self.resume:
             self._remove_unfinished_writes()
         else:
             self._refuse_non_empty()  # again: another process may have started a run there meanwhile
             os.makedirs(self.ckpt_dir, exist_ok=True)
-        if self.resume:  # the backend that continues the run: either script continues either's run
-            facts = {"backend": self.backend, **facts}
-        for key, value in facts.items():
-            self.config[f"resumed_{key}" if self.resume and key in self.config else key] = value
         atomic_write(os.path.join(self.path, CONFIG), (json.dumps(self.config, indent=1) + "\n").encode())
 
     def _remove_unfinished_writes(self):
@@ -230,7 +237,8 @@ class RunDir:
         return [(step, path) for step, _, path in sorted(found)]
 
     def save_checkpoint(self, step, data: bytes):
-        atomic_write(self.checkpoint_path(step), data, tag=f"checkpoint@{step}")
+        if self.writer:
+            atomic_write(self.checkpoint_path(step), data, tag=f"checkpoint@{step}")
 
     def load_latest(self, load):
         """``(step, path, load(path))`` for the newest checkpoint that is intact; a damaged one is
@@ -245,8 +253,9 @@ class RunDir:
                 verify_zip(path)
                 return step, path, load(path)
             except DamagedCheckpoint as err:
-                kept = _free_name(f"{path}.damaged")
-                os.replace(path, kept)
+                kept = _free_name(f"{path}.damaged") if self.writer else path
+                if self.writer:
+                    os.replace(path, kept)
                 damaged.append(str(err))
                 print(f"warning: {err}; kept as {kept}, trying the checkpoint before it.", file=sys.stderr, flush=True)
             except CheckpointError as err:
@@ -255,7 +264,7 @@ class RunDir:
                          "start the run again in a new -out_dir.")
 
     def prune(self, keep):
-        if keep > 0:
+        if keep > 0 and self.writer:
             for _, path in self.checkpoints()[:-keep]:
                 os.remove(path)
 
@@ -264,7 +273,7 @@ class RunDir:
         carry their step, per-epoch ones the epoch's last step; the epoch record at the step itself
         goes too if the checkpoint was saved before its epoch ended), as those steps run again."""
         path = os.path.join(self.path, METRICS)
-        self.metrics = MetricsLog(path)
+        self.metrics = MetricsLog(path, self.writer)
         if upto_step is not None:
             kept = [r for r in self.metrics.read()
                     if r["step"] < upto_step or (r["step"] == upto_step and ("loss" in r or epoch_done))]
@@ -288,8 +297,8 @@ def _free_name(path):
 class MetricsLog:
     """metrics.jsonl, rewritten atomically with the new records appended (once an epoch)."""
 
-    def __init__(self, path):
-        self.path = path
+    def __init__(self, path, writer=True):
+        self.path, self.writer = path, writer
 
     def read(self):
         if not os.path.exists(self.path):
@@ -308,9 +317,12 @@ class MetricsLog:
         return records
 
     def rewrite(self, records):
-        atomic_write(self.path, "".join(json.dumps(r) + "\n" for r in records).encode())
+        if self.writer:
+            atomic_write(self.path, "".join(json.dumps(r) + "\n" for r in records).encode())
 
     def write(self, step, records):
+        if not self.writer:
+            return
         old = b""
         if os.path.exists(self.path):
             with open(self.path, "rb") as f:
