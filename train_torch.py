@@ -107,7 +107,8 @@ def init_distributed(args):
     if args.batch_size % world:
         raise SystemExit(f"error: -batch_size {args.batch_size} does not split over {world} processes; choose a "
                          f"multiple of {world}.")
-    dist.init_process_group("gloo")
+    if not dist.is_initialized():  # a caller may have made the group (and then ends it)
+        dist.init_process_group("gloo")
     if dist.get_rank():  # one process reports
         sys.stdout = open(os.devnull, "w")
         args.no_progress = True
@@ -125,11 +126,12 @@ def global_sum(value, world):
 def main(argv=None):
     args = cli.parse_args(argv, "torch")
     defaults = vars(cli.parse_args([], "torch"))
+    own_group = int(os.environ.get("WORLD_SIZE", "1")) > 1 and not dist.is_initialized()
     rank, world = init_distributed(args)
     try:
         return train(args, defaults, rank, world)
     finally:
-        if world > 1:
+        if own_group:
             dist.destroy_process_group()
 
 
