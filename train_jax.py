@@ -16,6 +16,7 @@ import functools
 import inspect
 import io
 import json
+import os
 import queue
 import sys
 import threading
@@ -194,8 +195,12 @@ def load_checkpoint(path, run, key, params, opt_state):
 def main(argv=None):
     args = cli.parse_args(argv, "jax")
     defaults = vars(cli.parse_args([], "jax"))
-    if args.distributed:  # the coordinator, process count and id come from the environment or the cluster
-        jax.distributed.initialize()
+    if args.distributed:  # JAX_COORDINATOR_ADDRESS, JAX_NUM_PROCESSES, JAX_PROCESS_ID, or SLURM/Open MPI's
+        jax.distributed.initialize(**{name: int(os.environ[var]) for name, var in (
+            ("num_processes", "JAX_NUM_PROCESSES"), ("process_id", "JAX_PROCESS_ID")) if var in os.environ})
+        if jax.process_index():  # one process reports
+            sys.stdout = open(os.devnull, "w")
+            args.no_progress = True
     run = runs.RunDir(args, "jax", "npz", defaults, writer=jax.process_index() == 0)
     # x64 decides the dtype of JAX's scalars (step counts, schedule values): set it from -dtype
     # alone, whatever the caller had, so a float32 run is the same in any process.

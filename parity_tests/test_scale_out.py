@@ -93,6 +93,25 @@ def test_jax_on_four_devices_with_and_without_sharded_state(data_dir, tmp_path):
         assert abs(want[-1] - want[0]) > 1e-6
 
 
+def test_jax_on_two_processes_with_sharded_state(data_dir, tmp_path):
+    """jax.distributed: 2 processes of 2 CPU devices each (gloo collectives), the state sharded
+    over the 4; process 0 writes the run."""
+    port = 12000 + os.getpid() % 20000
+    argv = [*flags(data_dir, *RESUMED), "-distributed", "-shard_optimizer", "-out_dir", str(tmp_path / "run")]
+    env = {**os.environ, "PYTHONPATH": str(REPO), "XLA_FLAGS": "--xla_force_host_platform_device_count=2",
+           "JAX_COORDINATOR_ADDRESS": f"localhost:{port}", "JAX_NUM_PROCESSES": "2"}
+    procs = [subprocess.Popen([sys.executable, "train_jax.py", *argv], cwd=REPO, env={**env, "JAX_PROCESS_ID": str(i)},
+                              stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True) for i in (0, 1)]
+    outputs = [p.communicate(timeout=300)[0] for p in procs]
+    assert [p.returncode for p in procs] == [0, 0], outputs
+    assert "devices: 4 x cpu in 2 process(es)" in outputs[0] and "epoch 2/2" not in outputs[1]
+    import train_jax
+
+    train_jax.main([*flags(data_dir, *RESUMED), "-out_dir", str(tmp_path / "single")])
+    (got, got_acc), (want, want_acc) = losses(tmp_path / "run"), losses(tmp_path / "single")
+    assert rel(got, want) <= TOL and got_acc == want_acc
+
+
 @pytest.mark.skipif(shutil.which("torchrun", path=os.path.dirname(sys.executable)) is None, reason="no torchrun")
 def test_torch_on_two_processes_and_resume_under_torchrun(data_dir, tmp_path):
     import train_torch
