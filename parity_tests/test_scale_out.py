@@ -127,6 +127,10 @@ def test_torch_on_two_processes_and_resume_under_torchrun(data_dir, tmp_path):
             got, got_acc = losses(tmp_path / f"{dataset}-{case}-{name}")
             assert rel(got, want) <= TOL, (dataset, case, name, rel(got, want))
             assert got_acc == want_acc
+    # FSDP2: every optimizer steps on sharded params as on whole ones (float64, 1e-12: update level)
+    with open(tmp_path / "fsdp.json") as f:
+        fsdp = json.load(f)
+    assert len(fsdp) == 15 * 4 and max(fsdp.values()) <= 1e-12, fsdp
     # only rank 0 wrote: one metrics file, checkpoints of the epochs' ends and of the stop
     resumed = tmp_path / f"{'-'.join(RESUMED)}-2-resumed"
     assert sorted(p.name for p in (resumed / "checkpoints").iterdir()) == [
@@ -176,6 +180,51 @@ def _torch_main(out, data_dir):
         assert stopped.code == 143, stopped
     del os.environ[runs.FAULT_ENV]
     train_torch.main(["-out_dir", str(run), "-resume", "-no_progress", "-data_dir", str(data_dir)])
+    errors = _fsdp_errors()
+    if dist.get_rank() == 0:
+        with open(out / "fsdp.json", "w") as f:
+            json.dump(errors, f)
+
+
+def _fsdp_errors():
+    """Every torch_opt optimizer (and Lookahead), both paths, on an MLP whose params FSDP2's
+    fully_shard splits over the 2 ranks (each rank its half of the batch), against the same
+    steps unsharded in one process: the largest error relative to each tensor's scale."""
+    import torch
+    from torch.distributed.device_mesh import init_device_mesh
+    from torch.distributed.fsdp import fully_shard
+    from torch.distributed.tensor import DTensor, Shard
+
+    import torch_opt
+    from torch_train.models import build_model
+
+    torch.set_default_dtype(torch.float64)
+    rank, mesh = torch.distributed.get_rank(), init_device_mesh("cpu", (2,))
+    rng = np.random.default_rng(0)
+    x, y = torch.tensor(rng.standard_normal((8, 28, 28, 1))), torch.tensor(rng.integers(0, 10, 8))
+
+    def train(key, lookahead, foreach, sharded):
+        model = build_model("mnist", 0, torch.float64, hidden=(16, 8))
+        if sharded:
+            fully_shard(model, mesh=mesh)
+            assert all(isinstance(p, DTensor) and p.placements == (Shard(0),) for p in model.parameters())
+        opt = torch_opt.OPTIMIZERS[key](model.parameters(), foreach=foreach)
+        opt = torch_opt.Lookahead(opt, k=2, foreach=foreach) if lookahead else opt
+        rows = slice(4 * rank, 4 * rank + 4) if sharded else slice(0, 8)
+        for _ in range(5):
+            opt.zero_grad()
+            torch.nn.functional.cross_entropy(model(x[rows]), y[rows]).backward()
+            opt.step()
+        return [(p.full_tensor() if sharded else p).detach() for p in model.parameters()]
+
+    errors = {}
+    for key in torch_opt.OPTIMIZERS:
+        for lookahead in (False, True):
+            for foreach in (False, True):
+                want, got = train(key, lookahead, foreach, False), train(key, lookahead, foreach, True)
+                errors[f"{key}{'+lookahead' if lookahead else ''}{'-foreach' if foreach else ''}"] = max(
+                    float(((a - b).abs() / b.abs().max()).max()) for a, b in zip(got, want))
+    return errors
 
 
 if __name__ == "__main__":

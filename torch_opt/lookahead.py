@@ -57,7 +57,8 @@ class Lookahead(Wrapper):
             foreach = self.foreach if self.foreach is not None else all(p.is_cuda for p in params)
             if foreach:
                 torch._foreach_add_(slow, torch._foreach_sub(params, slow), alpha=self.alpha)
-                torch._foreach_copy_(params, slow)
+                for p, s in zip(params, slow):  # _foreach_copy_ has no rule for FSDP2's DTensor params
+                    p.copy_(s)
             else:
                 for p, s in zip(params, slow):
                     s.add_(p - s, alpha=self.alpha)
