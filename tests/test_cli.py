@@ -67,3 +67,18 @@ def test_schedules():
     assert lr_factor("cosine", 150, 100) == lr_factor("cosine", 100, 100)
     with pytest.raises(ValueError, match="Unknown schedule 'linear'"):
         lr_factor("linear", 0, 10)
+
+
+@pytest.mark.parametrize("flag", ["-shard_optimizer", "-distributed"])
+def test_jax_scale_out_flags_are_refused_by_the_torch_script(flag, capsys):
+    with pytest.raises(SystemExit):
+        cli.parse_args([flag], "torch")
+    assert "train_jax.py flags; train_torch.py is distributed by launching it with torchrun" in capsys.readouterr().err
+
+
+def test_torch_batch_must_split_over_the_processes(monkeypatch):
+    import train_torch
+
+    monkeypatch.setenv("WORLD_SIZE", "3")
+    with pytest.raises(SystemExit, match=r"-batch_size 128 does not split over 3 processes; choose a multiple of 3"):
+        train_torch.main(["-out_dir", "never-created"])
