@@ -19,10 +19,10 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-TOL = 1e-9  # SPEC.md, float64
+# The cross-backend suite's tiny problem: 6 steps an epoch, 2 epochs, float64 bound 1e-9.
+from parity_tests.test_cross_backend import BATCH, EPOCHS, IMAGES, MODEL_FLAGS, TOL, rel, write_fake_data
+
 REPO = Path(__file__).resolve().parents[1]
-BATCH, IMAGES, EPOCHS = 8, 48, 2  # 6 steps an epoch
-MODEL_FLAGS = {"mnist": ["-mlp_hidden", "16,8"], "cifar": ["-cnn_channels", "3,4,5", "-cnn_dense", "8,8"]}
 CASES = {
     "adam+lookahead": ["-optimizer", "adam", "-lookahead", "-lookahead_k", "4"],
     "momentum": ["-optimizer", "momentum", "-weight_decay", "1e-3"],
@@ -43,23 +43,10 @@ def flags(data_dir, dataset, case):
             "-dtype", "float64", "-no_progress", "-eval_batch_size", "20", *MODEL_FLAGS[dataset], *CASES[case]]
 
 
-def write_fake_data(folder):
-    rng = np.random.default_rng(0)
-    for name, shape in (("mnist.npz", (28, 28)), ("cifar10.npz", (32, 32, 3))):
-        np.savez(folder / name, x_train=rng.integers(0, 256, (IMAGES, *shape), dtype=np.uint8),
-                 y_train=rng.integers(0, 10, IMAGES, dtype=np.uint8),
-                 x_test=rng.integers(0, 256, (40, *shape), dtype=np.uint8),
-                 y_test=rng.integers(0, 10, 40, dtype=np.uint8))
-
-
 def losses(run):
     with open(run / "metrics.jsonl") as f:
         records = [json.loads(line) for line in f]
     return np.array([r["loss"] for r in records if "loss" in r]), [r["test_acc"] for r in records if "loss" not in r]
-
-
-def rel(a, b):
-    return float(np.max(np.abs(a - b) / np.abs(b)))
 
 
 @pytest.fixture(scope="module")
