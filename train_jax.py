@@ -182,9 +182,7 @@ def load_checkpoint(path, run, key, params, opt_state):
                 raise runs.CheckpointError(f"{path} holds {meta['num_leaves']} arrays, this run's model and "
                                            f"optimizer {len(names)}")
             arrays = {name: arrays[f"arr_{i}"] for i, name in enumerate(names)}
-        flat_params = {name.removeprefix("params/"): v for name, v in arrays.items() if name.startswith("params/")}
-        flat_state = {name.removeprefix("opt_state/"): v for name, v in arrays.items()
-                      if name.startswith("opt_state/")}
+        flat_params, flat_state = runs.npz_part(arrays, "params"), runs.npz_part(arrays, "opt_state")
     try:
         params, opt_state = jconvert.unflatten(params, flat_params), jconvert.unflatten(opt_state, flat_state)
     except convert.ConversionError as err:

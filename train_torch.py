@@ -59,8 +59,7 @@ def read_jax_checkpoint(path, run, key, model, opt):
     if "num_leaves" in meta:
         raise runs.CheckpointError(f"{path} was written by a train_jax.py that did not name its arrays; continue "
                                    "the run with train_jax.py")
-    flat_params = {name.removeprefix("params/"): v for name, v in arrays.items() if name.startswith("params/")}
-    flat_state = {name.removeprefix("opt_state/"): v for name, v in arrays.items() if name.startswith("opt_state/")}
+    flat_params, flat_state = runs.npz_part(arrays, "params"), runs.npz_part(arrays, "opt_state")
     layout = convert.Layout({name: tuple(p.shape) for name, p in model.state_dict().items()})
     try:
         optimizer = convert.optimizer_state_to_torch(flat_state, opt.state_dict(), key, layout)

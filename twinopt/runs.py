@@ -112,6 +112,11 @@ def read_npz(path):
     return meta, arrays
 
 
+def npz_part(arrays, part):
+    """The ``params`` or ``opt_state`` entries of a train_jax.py checkpoint, without the prefix."""
+    return {name.removeprefix(f"{part}/"): v for name, v in arrays.items() if name.startswith(f"{part}/")}
+
+
 def _jsonable(value):
     if isinstance(value, dict):
         return {k: _jsonable(v) for k, v in value.items()}
@@ -337,5 +342,4 @@ def read_weights(path):
     if path.endswith(".pt"):
         return torch_pickle.load(path)["model"]
     _, arrays = read_npz(path)
-    return convert.weights_to_torch({k.removeprefix("params/"): v for k, v in arrays.items()
-                                     if k.startswith("params/")})
+    return convert.weights_to_torch(npz_part(arrays, "params"))
