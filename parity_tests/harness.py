@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import contextlib
 import functools
+import inspect
 
 import jax
 import jax.numpy as jnp
@@ -145,11 +146,20 @@ class TorchStepper:
                 t.copy_(torch.tensor(v))
 
 
-def torch_factory(key, backend="ours", foreach=None):
+def has_fused(key) -> bool:
+    """Whether torch_opt's class for ``key`` has a ``fused=True`` path."""
+    return "fused" in inspect.signature(torch_opt.OPTIMIZERS[key]).parameters
+
+
+FUSED_CASES = [case for case, (key, *_) in CASES.items() if has_fused(key)]
+
+
+def torch_factory(key, backend="ours", foreach=None, fused=None):
     """``make(param_groups)`` for torch_opt (``ours``) or the reference torch.optim class."""
     presets = KEY_PRESETS.get(key, {})
     if backend == "ours":
-        return functools.partial(torch_opt.OPTIMIZERS[key], foreach=foreach)
+        path = {"fused": True} if fused else {"foreach": foreach}
+        return functools.partial(torch_opt.OPTIMIZERS[key], **path)
     return functools.partial(TORCH_REFERENCE[key], **presets, foreach=foreach)
 
 
@@ -278,14 +288,16 @@ def run_scheduled(case, schedule, dtype=np.float64, foreach=False, steps=STEPS):
     return ours_torch, ours_jax, ref
 
 
-def run_lookahead(case, dtype=np.float64, foreach=False, k=5, alpha=0.6):
+def run_lookahead(case, dtype=np.float64, foreach=False, k=5, alpha=0.6, fused=False):
     """Trajectories of Lookahead around the case's optimizer (with weight decay 0.05): torch_opt,
-    jax_opt, and the NumPy Algorithm 1 around the inner reference."""
+    jax_opt, and the NumPy Algorithm 1 around the inner reference. ``fused``: the inner optimizer's
+    fused path."""
     key, group_kwargs = case_kwargs(case, 0.05)
     params, grads = make_problem(dtype=dtype)
     with torch_default_dtype(dtype):
         def make(groups):
-            return torch_opt.Lookahead(torch_opt.OPTIMIZERS[key](groups, foreach=foreach), k, alpha, foreach=foreach)
+            inner = torch_factory(key, "ours", foreach, fused)(groups)
+            return torch_opt.Lookahead(inner, k, alpha, foreach=foreach)
 
         ours_torch = trajectory(TorchStepper(make, params, group_kwargs), grads)
         ref = trajectory(reference.Lookahead(reference_stepper(key, params, group_kwargs), k, alpha), grads)

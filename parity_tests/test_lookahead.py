@@ -18,6 +18,13 @@ def test_lookahead_parity(case, dtype, foreach):
     assert h.max_rel_error(ours_jax, ref) <= TOL[dtype]
 
 
+@pytest.mark.parametrize("dtype", [np.float64, np.float32], ids=["f64", "f32"])
+@pytest.mark.parametrize("case", h.FUSED_CASES)
+def test_lookahead_around_fused_parity(case, dtype):
+    ours_torch, _, ref = run_lookahead(case, dtype, foreach=True, fused=True)
+    assert h.max_rel_error(ours_torch, ref) <= TOL[dtype]
+
+
 def test_lookahead_differs_from_inner_alone():
     """Guard: the slow update really happens (k=5, alpha=0.6 moves the trajectory away)."""
     with_la, _, _ = run_lookahead("adam", np.float64, False)

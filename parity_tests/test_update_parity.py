@@ -2,7 +2,8 @@
 
 Every case of ``harness.CASES`` (every optimizer key, some with several configurations),
 with and without weight decay, two param groups with different hyperparameters, several
-shapes, 120 steps of random gradients, both torch paths (per-tensor and foreach).
+shapes, 120 steps of random gradients, every torch path (per-tensor, foreach, and fused where
+the class has one).
 """
 
 import functools
@@ -50,6 +51,18 @@ def test_torch_matches_reference(case, weight_decay, dtype, foreach):
     params, grads = h.make_problem(dtype=dtype)
     with h.torch_default_dtype(dtype):
         ours = h.trajectory(h.TorchStepper(h.torch_factory(key, "ours", foreach), params, group_kwargs), grads)
+    assert h.max_rel_error(ours, ref) <= TOL[dtype]
+
+
+@pytest.mark.parametrize("dtype", [np.float64, np.float32], ids=["f64", "f32"])
+@pytest.mark.parametrize("weight_decay", [0.0, 0.05], ids=["nodecay", "decay"])
+@pytest.mark.parametrize("case", h.FUSED_CASES)
+def test_torch_fused_matches_reference(case, weight_decay, dtype):
+    ref, _ = reference_and_jax(case, weight_decay, dtype)
+    key, group_kwargs = h.case_kwargs(case, weight_decay)
+    params, grads = h.make_problem(dtype=dtype)
+    with h.torch_default_dtype(dtype):
+        ours = h.trajectory(h.TorchStepper(h.torch_factory(key, "ours", fused=True), params, group_kwargs), grads)
     assert h.max_rel_error(ours, ref) <= TOL[dtype]
 
 

@@ -3,6 +3,7 @@ params without gradients, foreach default, loading torch.optim state, Lookahead 
 Optimizer (schedulers, zero_grad, add_param_group)."""
 
 import functools
+import inspect
 
 import pytest
 import torch
@@ -128,3 +129,51 @@ def test_lookahead_is_an_optimizer_sharing_param_groups():
     assert inner.param_groups[-1]["params"] == [extra] and len(opt.param_groups) == 2
     with pytest.raises(ValueError, match="Not a Lookahead state_dict"):
         opt.load_state_dict(inner.state_dict())
+
+
+FUSED_KEYS = [key for key in KEYS if "fused" in inspect.signature(torch_opt.OPTIMIZERS[key]).parameters]
+
+
+def test_fused_exists_where_torch_has_a_kernel():
+    assert FUSED_KEYS == ["sgd", "momentum", "nesterov", "adagrad", "adam", "amsgrad", "adamw"]
+
+
+@pytest.mark.parametrize("key", FUSED_KEYS)
+def test_fused_maximize_and_late_params_equal_foreach(key):
+    """The fused path gives the foreach path's numbers (bit for bit, but Nesterov's ``g + m b``
+    one rounding apart), also with ``maximize`` and with a param whose first step comes later
+    than the others' (SGD's buffer is made then)."""
+    results = []
+    for path in ({"foreach": True}, {"fused": True}):
+        torch.manual_seed(2)
+        a, b = (torch.nn.Parameter(torch.randn(5, dtype=torch.float64)) for _ in range(2))
+        opt = torch_opt.OPTIMIZERS[key]([a, b], lr=1e-2, weight_decay=0.1, maximize=True, **path)
+        for i in range(12):
+            gen = torch.Generator().manual_seed(i)
+            a.grad = torch.randn(5, dtype=torch.float64, generator=gen)
+            b.grad = torch.randn(5, dtype=torch.float64, generator=gen) if i >= 4 else None
+            opt.step()
+        results.append(torch.cat([a.detach(), b.detach()]))
+    torch.testing.assert_close(results[0], results[1], rtol=1e-15 if key == "nesterov" else 0, atol=0)
+
+
+def test_fused_refuses_foreach_and_non_float_params_clearly():
+    p = torch.nn.Parameter(torch.ones(3))
+    with pytest.raises(ValueError, match="fused=True and foreach=True"):
+        torch_opt.Adam([p], fused=True, foreach=True)
+    opt = torch_opt.SGD([p], fused=True)
+    with pytest.raises(ValueError, match="floating-point params .* Use foreach=True"):
+        opt.add_param_group({"params": [torch.nn.Parameter(torch.ones(3, dtype=torch.complex64))]})
+
+
+def test_state_dict_saved_before_the_fused_path_loads():
+    p = torch.nn.Parameter(torch.ones(3))
+    opt = torch_opt.Adam([p])
+    p.grad = torch.ones(3)
+    opt.step()
+    saved = opt.state_dict()
+    del saved["param_groups"][0]["fused"]
+    again = torch_opt.Adam([p])
+    again.load_state_dict(saved)
+    again.step()
+    assert again.param_groups[0]["fused"] is None and again.state[p]["step"].item() == 2

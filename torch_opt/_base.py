@@ -20,8 +20,33 @@ def scalar_step_dtype():
     return torch.float64 if torch.get_default_dtype() == torch.float64 else torch.float32
 
 
-def new_step():
-    return torch.tensor(0.0, dtype=scalar_step_dtype())
+def new_step(device=None):
+    """A step count; the fused kernels read it on the params' device."""
+    return torch.tensor(0.0, dtype=scalar_step_dtype(), device=device)
+
+
+def check_fused(fused, foreach, params) -> None:
+    """``fused=True`` runs torch's fused kernels (one pass over each tensor), which take dense
+    floating-point tensors on the devices torch built them for."""
+    if not fused:
+        return
+    if foreach:
+        raise ValueError("fused=True and foreach=True are two different paths; pass only one (fused is the faster).")
+    supported = torch.utils._foreach_utils._get_fused_kernels_supported_devices()
+    for p in params:
+        if not p.is_floating_point() or p.device.type not in supported:
+            raise ValueError(f"fused=True takes floating-point params on {', '.join(supported)}; got {p.dtype} on "
+                             f"{p.device.type}. Use foreach=True instead.")
+
+
+def fused_groups(*tensor_lists):
+    """The lists split by (device, dtype) of the first one, as a fused kernel takes one of each;
+    an empty list (a state the algorithm does not keep) stays empty in every split."""
+    groups = {}
+    for i, p in enumerate(tensor_lists[0]):
+        groups.setdefault((p.device, p.dtype), []).append(i)
+    for idx in groups.values():
+        yield [[lst[i] for i in idx] if lst else [] for lst in tensor_lists]
 
 
 class Optimizer(torch.optim.Optimizer):
@@ -29,17 +54,25 @@ class Optimizer(torch.optim.Optimizer):
 
     ``_update(group, params, grads, states, foreach)`` receives the params of one group that
     have a gradient, their (already negated, under ``maximize``) gradients and their state
-    dicts, and updates params and state in place.
+    dicts, and updates params and state in place. Classes with a fused path put ``fused`` in
+    their defaults; ``_update`` reads it from the group.
     """
 
     def __init__(self, params, defaults, *, foreach=None, maximize=False):
         super().__init__(params, {**defaults, "foreach": foreach, "maximize": maximize})
+
+    def add_param_group(self, param_group):
+        super().add_param_group(param_group)
+        group = self.param_groups[-1]
+        check_fused(group.get("fused"), group["foreach"], group["params"])
 
     def __setstate__(self, state):
         super().__setstate__(state)
         for group in self.param_groups:
             group.setdefault("foreach", None)
             group.setdefault("maximize", False)
+            if "fused" in self.defaults:  # state dicts saved before there was a fused path
+                group.setdefault("fused", None)
 
     def _init_state(self, p, group) -> dict:
         raise NotImplementedError

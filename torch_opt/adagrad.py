@@ -27,39 +27,40 @@ import torch
 
 from twinopt.hparams import check_nonneg
 
-from ._base import Optimizer, new_step
+from ._base import Optimizer, fused_groups, new_step
 
 
 class Adagrad(Optimizer):
     """Adagrad with torch's ``lr_decay`` (``lr / (1 + (t - 1) lr_decay)``) and L2 decay."""
 
     def __init__(self, params, lr=1e-2, lr_decay=0, weight_decay=0, initial_accumulator_value=0,
-                 eps=1e-10, *, foreach=None, maximize=False):
+                 eps=1e-10, *, foreach=None, maximize=False, fused=None):
         check_nonneg("lr", lr)
         check_nonneg("lr_decay", lr_decay)
         check_nonneg("weight_decay", weight_decay)
         check_nonneg("initial_accumulator_value", initial_accumulator_value)
         check_nonneg("eps", eps)
         defaults = dict(lr=lr, lr_decay=lr_decay, weight_decay=weight_decay,
-                        initial_accumulator_value=initial_accumulator_value, eps=eps)
+                        initial_accumulator_value=initial_accumulator_value, eps=eps, fused=fused)
         super().__init__(params, defaults, foreach=foreach, maximize=maximize)
 
     def _init_state(self, p, group):
-        return {"step": new_step(), "sum": torch.full_like(p, group["initial_accumulator_value"])}
+        return {"step": new_step(p.device if group["fused"] else None),
+                "sum": torch.full_like(p, group["initial_accumulator_value"])}
 
     def _update(self, group, params, grads, states, foreach):
         adagrad(
             params, grads,
             [s["sum"] for s in states],
             [s["step"] for s in states],
-            foreach=foreach, lr=group["lr"], lr_decay=group["lr_decay"],
+            foreach=foreach, fused=group["fused"], lr=group["lr"], lr_decay=group["lr_decay"],
             weight_decay=group["weight_decay"], eps=group["eps"],
         )
 
 
-def adagrad(params, grads, state_sums, steps, *, foreach, lr, lr_decay, weight_decay, eps):
+def adagrad(params, grads, state_sums, steps, *, foreach, lr, lr_decay, weight_decay, eps, fused=False):
     """Functional Adagrad step."""
-    fn = _multi_tensor_adagrad if foreach else _single_tensor_adagrad
+    fn = _fused_adagrad if fused else _multi_tensor_adagrad if foreach else _single_tensor_adagrad
     fn(params, grads, state_sums, steps, lr=lr, lr_decay=lr_decay, weight_decay=weight_decay, eps=eps)
 
 
@@ -85,3 +86,10 @@ def _multi_tensor_adagrad(params, grads, state_sums, steps, *, lr, lr_decay, wei
     torch._foreach_add_(std, eps)
     numerator = torch._foreach_mul(grads, minus_clr)
     torch._foreach_addcdiv_(params, numerator, std)
+
+
+def _fused_adagrad(params, grads, state_sums, steps, *, lr, lr_decay, weight_decay, eps):
+    torch._foreach_add_(steps, 1)
+    for p, g, state_sum, s in fused_groups(params, grads, state_sums, steps):
+        torch._fused_adagrad_(p, g, state_sum, s, lr=lr, lr_decay=lr_decay, weight_decay=weight_decay, eps=eps,
+                              maximize=False)

@@ -28,21 +28,21 @@ import torch
 
 from twinopt.hparams import check_nesterov, check_nonneg, check_range
 
-from ._base import Optimizer
+from ._base import Optimizer, fused_groups
 
 
 class SGD(Optimizer):
     """Stochastic gradient descent; ``momentum > 0`` adds heavy-ball (or Nesterov) momentum."""
 
     def __init__(self, params, lr=1e-3, momentum=0, dampening=0, weight_decay=0, nesterov=False,
-                 *, foreach=None, maximize=False):
+                 *, foreach=None, maximize=False, fused=None):
         check_nonneg("lr", lr)
         check_nonneg("momentum", momentum)
         check_range("dampening", dampening, 0.0, 1.0)
         check_nonneg("weight_decay", weight_decay)
         check_nesterov(nesterov, momentum, dampening)
         defaults = dict(lr=lr, momentum=momentum, dampening=dampening, weight_decay=weight_decay,
-                        nesterov=nesterov)
+                        nesterov=nesterov, fused=fused)
         super().__init__(params, defaults, foreach=foreach, maximize=maximize)
 
     def _init_state(self, p, group):
@@ -53,7 +53,7 @@ class SGD(Optimizer):
         momentum_buffers = [s.get("momentum_buffer") for s in states]
         sgd(
             params, grads, momentum_buffers,
-            foreach=foreach, lr=group["lr"], momentum=group["momentum"],
+            foreach=foreach, fused=group["fused"], lr=group["lr"], momentum=group["momentum"],
             dampening=group["dampening"], weight_decay=group["weight_decay"],
             nesterov=group["nesterov"],
         )
@@ -63,10 +63,10 @@ class SGD(Optimizer):
 
 
 def sgd(params, grads, momentum_buffers, *, foreach, lr, momentum, dampening, weight_decay,
-        nesterov):
+        nesterov, fused=False):
     """Functional SGD step. ``momentum_buffers`` holds a tensor or None (first step) per param;
     the None entries are replaced by the new buffers when momentum != 0."""
-    fn = _multi_tensor_sgd if foreach else _single_tensor_sgd
+    fn = _fused_sgd if fused else _multi_tensor_sgd if foreach else _single_tensor_sgd
     fn(params, grads, momentum_buffers, lr=lr, momentum=momentum, dampening=dampening,
        weight_decay=weight_decay, nesterov=nesterov)
 
@@ -103,3 +103,18 @@ def _multi_tensor_sgd(params, grads, momentum_buffers, *, lr, momentum, dampenin
         # Out of place: torch.optim adds into the grads here, changing p.grad itself.
         grads = torch._foreach_add(grads, momentum_buffers, alpha=momentum) if nesterov else momentum_buffers
     torch._foreach_add_(params, grads, alpha=-lr)
+
+
+def _fused_sgd(params, grads, momentum_buffers, *, lr, momentum, dampening, weight_decay, nesterov):
+    # The kernel copies the (decayed) gradient into a new buffer on a first step; params whose
+    # first step this is (a buffer of None) go to it apart from the others.
+    first = [momentum != 0 and buf is None for buf in momentum_buffers]
+    for i, grad in enumerate(grads):
+        if first[i]:
+            momentum_buffers[i] = torch.empty_like(grad)
+    for is_first in set(first):
+        idx = [i for i, f in enumerate(first) if f == is_first]
+        bufs = [momentum_buffers[i] for i in idx] if momentum != 0 else []
+        for p, g, b in fused_groups([params[i] for i in idx], [grads[i] for i in idx], bufs):
+            torch._fused_sgd_(p, g, b, weight_decay=weight_decay, momentum=momentum, lr=lr, dampening=dampening,
+                              nesterov=nesterov, maximize=False, is_first_step=is_first)
