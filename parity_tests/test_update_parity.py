@@ -11,6 +11,8 @@ import functools
 import numpy as np
 import pytest
 
+import torch_opt._base
+
 from . import harness as h
 
 F64_TOL = 1e-12  # SPEC.md
@@ -63,6 +65,20 @@ def test_torch_fused_matches_reference(case, weight_decay, dtype):
     params, grads = h.make_problem(dtype=dtype)
     with h.torch_default_dtype(dtype):
         ours = h.trajectory(h.TorchStepper(h.torch_factory(key, "ours", fused=True), params, group_kwargs), grads)
+    assert h.max_rel_error(ours, ref) <= TOL[dtype]
+
+
+@pytest.mark.parametrize("dtype, weight_decay", [(np.float64, 0.05), (np.float32, 0.0)], ids=["f64-decay", "f32"])
+@pytest.mark.parametrize("case", list(h.CASES))
+def test_torch_blocked_per_tensor_path_matches_reference(case, weight_decay, dtype, monkeypatch):
+    """The per-tensor path splits a large CPU tensor into blocks (``torch_opt._base.blocks``);
+    with 5-element blocks every tensor of the problem is split, with a short last block."""
+    monkeypatch.setattr(torch_opt._base, "BLOCK", 5)
+    ref, _ = reference_and_jax(case, weight_decay, dtype)
+    key, group_kwargs = h.case_kwargs(case, weight_decay)
+    params, grads = h.make_problem(dtype=dtype)
+    with h.torch_default_dtype(dtype):
+        ours = h.trajectory(h.TorchStepper(h.torch_factory(key, "ours", False), params, group_kwargs), grads)
     assert h.max_rel_error(ours, ref) <= TOL[dtype]
 
 

@@ -177,3 +177,17 @@ def test_state_dict_saved_before_the_fused_path_loads():
     again.load_state_dict(saved)
     again.step()
     assert again.param_groups[0]["fused"] is None and again.state[p]["step"].item() == 2
+
+
+def test_blocks_split_large_contiguous_cpu_tensors_only(monkeypatch):
+    from torch_opt import _base
+
+    monkeypatch.setattr(_base, "BLOCK", 5)
+    a, b = torch.arange(12.0).reshape(4, 3), torch.zeros(4, 3)
+    parts = list(_base.blocks(a, None, b))
+    assert [len(x) for x, _, _ in parts] == [5, 5, 2] and all(none is None for _, none, _ in parts)
+    for x, _, y in parts:
+        y.copy_(x)  # views: writing a block writes the tensor
+    assert torch.equal(b, a)
+    assert [t.shape for t in next(_base.blocks(a.t(), b))] == [a.t().shape, b.shape]  # strided: whole
+    assert len(list(_base.blocks(torch.zeros(5), torch.zeros(5)))) == 1

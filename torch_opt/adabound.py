@@ -43,7 +43,7 @@ import torch
 
 from twinopt.hparams import check_betas, check_nonneg, check_range
 
-from ._base import Optimizer, new_step
+from ._base import Optimizer, blocks, new_step
 
 
 def _check_lr(lr):
@@ -132,18 +132,19 @@ def _single_tensor_adabound(params, grads, exp_avgs, exp_avg_sqs, max_exp_avg_sq
     for i, (param, grad, exp_avg, exp_avg_sq, step_t) in enumerate(
             zip(params, grads, exp_avgs, exp_avg_sqs, steps)):
         step_t += 1
-        if weight_decay != 0:
-            grad = grad.add(param, alpha=weight_decay)
-        exp_avg.mul_(beta1).add_(grad, alpha=1 - beta1)
-        exp_avg_sq.mul_(beta2).addcmul_(grad, grad, value=1 - beta2)
-        if max_exp_avg_sqs is not None:
-            torch.maximum(max_exp_avg_sqs[i], exp_avg_sq, out=max_exp_avg_sqs[i])
-            exp_avg_sq = max_exp_avg_sqs[i]
-        denom = exp_avg_sq.sqrt().add_(eps)
         step_size, lower, upper = _step_size_and_bounds(
             step_t.item(), lr=lr, base_lr=base_lr, beta1=beta1, beta2=beta2, final_lr=final_lr, gamma=gamma)
-        update = torch.full_like(denom, step_size).div_(denom).clamp_(lower, upper).mul_(exp_avg)
-        param.sub_(update)
+        max_exp_avg_sq = max_exp_avg_sqs[i] if max_exp_avg_sqs is not None else None
+        for p, g, m, v, vm in blocks(param, grad, exp_avg, exp_avg_sq, max_exp_avg_sq):
+            if weight_decay != 0:
+                g = g.add(p, alpha=weight_decay)
+            m.mul_(beta1).add_(g, alpha=1 - beta1)
+            v.mul_(beta2).addcmul_(g, g, value=1 - beta2)
+            if vm is not None:
+                v = torch.maximum(vm, v, out=vm)
+            denom = v.sqrt().add_(eps)
+            update = torch.full_like(denom, step_size).div_(denom).clamp_(lower, upper).mul_(m)
+            p.sub_(update)
 
 
 def _multi_tensor_adabound(params, grads, exp_avgs, exp_avg_sqs, max_exp_avg_sqs, steps, *, lr,

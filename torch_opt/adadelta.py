@@ -23,7 +23,7 @@ import torch
 
 from twinopt.hparams import check_nonneg, check_range
 
-from ._base import Optimizer, new_step
+from ._base import Optimizer, blocks, new_step
 
 
 class Adadelta(Optimizer):
@@ -62,13 +62,14 @@ def _single_tensor_adadelta(params, grads, square_avgs, acc_deltas, steps, *, lr
                             weight_decay):
     for param, grad, square_avg, acc_delta, step_t in zip(params, grads, square_avgs, acc_deltas, steps):
         step_t += 1
-        if weight_decay != 0:
-            grad = grad.add(param, alpha=weight_decay)
-        square_avg.mul_(rho).addcmul_(grad, grad, value=1 - rho)
-        std = square_avg.add(eps).sqrt_()
-        delta = acc_delta.add(eps).sqrt_().div_(std).mul_(grad)
-        acc_delta.mul_(rho).addcmul_(delta, delta, value=1 - rho)
-        param.add_(delta, alpha=-lr)
+        for p, g, sq, acc in blocks(param, grad, square_avg, acc_delta):
+            if weight_decay != 0:
+                g = g.add(p, alpha=weight_decay)
+            sq.mul_(rho).addcmul_(g, g, value=1 - rho)
+            std = sq.add(eps).sqrt_()
+            delta = acc.add(eps).sqrt_().div_(std).mul_(g)
+            acc.mul_(rho).addcmul_(delta, delta, value=1 - rho)
+            p.add_(delta, alpha=-lr)
 
 
 def _multi_tensor_adadelta(params, grads, square_avgs, acc_deltas, steps, *, lr, rho, eps,

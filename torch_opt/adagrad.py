@@ -27,7 +27,7 @@ import torch
 
 from twinopt.hparams import check_nonneg
 
-from ._base import Optimizer, fused_groups, new_step
+from ._base import Optimizer, blocks, fused_groups, new_step
 
 
 class Adagrad(Optimizer):
@@ -67,13 +67,13 @@ def adagrad(params, grads, state_sums, steps, *, foreach, lr, lr_decay, weight_d
 def _single_tensor_adagrad(params, grads, state_sums, steps, *, lr, lr_decay, weight_decay, eps):
     for param, grad, state_sum, step_t in zip(params, grads, state_sums, steps):
         step_t += 1
-        step = step_t.item()
-        if weight_decay != 0:
-            grad = grad.add(param, alpha=weight_decay)
-        clr = lr / (1 + (step - 1) * lr_decay)
-        state_sum.addcmul_(grad, grad, value=1)
-        std = state_sum.sqrt().add_(eps)
-        param.addcdiv_(grad, std, value=-clr)
+        clr = lr / (1 + (step_t.item() - 1) * lr_decay)
+        for p, g, s in blocks(param, grad, state_sum):
+            if weight_decay != 0:
+                g = g.add(p, alpha=weight_decay)
+            s.addcmul_(g, g, value=1)
+            std = s.sqrt().add_(eps)
+            p.addcdiv_(g, std, value=-clr)
 
 
 def _multi_tensor_adagrad(params, grads, state_sums, steps, *, lr, lr_decay, weight_decay, eps):

@@ -23,7 +23,7 @@ import torch
 
 from twinopt.hparams import check_betas, check_nonneg
 
-from ._base import Optimizer, fused_groups, new_step
+from ._base import Optimizer, blocks, fused_groups, new_step
 
 
 class Adam(Optimizer):
@@ -104,13 +104,14 @@ def _single_tensor_adam(params, grads, exp_avgs, exp_avg_sqs, max_exp_avg_sqs, s
             zip(params, grads, exp_avgs, exp_avg_sqs, steps)):
         step_t += 1
         step = step_t.item()
-        decay_and_update_moments(param, grad, exp_avg, exp_avg_sq, lr=lr, beta1=beta1, beta2=beta2,
-                                 weight_decay=weight_decay, decoupled_weight_decay=decoupled_weight_decay)
-        if max_exp_avg_sqs is not None:
-            torch.maximum(max_exp_avg_sqs[i], exp_avg_sq, out=max_exp_avg_sqs[i])
-            exp_avg_sq = max_exp_avg_sqs[i]
-        denom = (exp_avg_sq.sqrt() / (1 - beta2**step) ** 0.5).add_(eps)
-        param.addcdiv_(exp_avg, denom, value=-lr / (1 - beta1**step))
+        max_exp_avg_sq = max_exp_avg_sqs[i] if max_exp_avg_sqs is not None else None
+        for p, g, m, v, vm in blocks(param, grad, exp_avg, exp_avg_sq, max_exp_avg_sq):
+            decay_and_update_moments(p, g, m, v, lr=lr, beta1=beta1, beta2=beta2, weight_decay=weight_decay,
+                                     decoupled_weight_decay=decoupled_weight_decay)
+            if vm is not None:
+                v = torch.maximum(vm, v, out=vm)
+            denom = (v.sqrt() / (1 - beta2**step) ** 0.5).add_(eps)
+            p.addcdiv_(m, denom, value=-lr / (1 - beta1**step))
 
 
 def _multi_tensor_adam(params, grads, exp_avgs, exp_avg_sqs, max_exp_avg_sqs, steps, *, lr,

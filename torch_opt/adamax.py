@@ -23,7 +23,7 @@ import torch
 
 from twinopt.hparams import check_betas, check_nonneg
 
-from ._base import Optimizer, new_step
+from ._base import Optimizer, blocks, new_step
 
 
 class Adamax(Optimizer):
@@ -64,11 +64,13 @@ def _single_tensor_adamax(params, grads, exp_avgs, exp_infs, steps, *, lr, beta1
                           weight_decay):
     for param, grad, exp_avg, exp_inf, step_t in zip(params, grads, exp_avgs, exp_infs, steps):
         step_t += 1
-        if weight_decay != 0:
-            grad = grad.add(param, alpha=weight_decay)
-        exp_avg.lerp_(grad, 1 - beta1)
-        torch.maximum(exp_inf.mul_(beta2), grad.abs().add_(eps), out=exp_inf)
-        param.addcdiv_(exp_avg, exp_inf, value=-lr / (1 - beta1**step_t.item()))
+        step_size = -lr / (1 - beta1**step_t.item())
+        for p, g, m, u in blocks(param, grad, exp_avg, exp_inf):
+            if weight_decay != 0:
+                g = g.add(p, alpha=weight_decay)
+            m.lerp_(g, 1 - beta1)
+            torch.maximum(u.mul_(beta2), g.abs().add_(eps), out=u)
+            p.addcdiv_(m, u, value=step_size)
 
 
 def _multi_tensor_adamax(params, grads, exp_avgs, exp_infs, steps, *, lr, beta1, beta2, eps,

@@ -36,7 +36,7 @@ import torch
 
 from twinopt.hparams import check_betas, check_nonneg
 
-from ._base import Optimizer
+from ._base import Optimizer, blocks
 
 
 class AggMo(Optimizer):
@@ -66,11 +66,15 @@ def aggmo(params, grads, momentum_buffers, *, foreach, lr, betas, weight_decay):
 
 def _single_tensor_aggmo(params, grads, momentum_buffers, *, lr, betas, weight_decay):
     for param, grad, buf in zip(params, grads, momentum_buffers):
-        if weight_decay != 0:
-            grad = grad.add(param, alpha=weight_decay)
-        for i, beta in enumerate(betas):
-            buf[i].mul_(beta).add_(grad)
-        param.add_(buf.sum(0).div_(len(betas)), alpha=-lr)
+        # The velocities as K tensors shaped like the param (views into the stacked buffer).
+        for p, g, *velocities in blocks(param, grad, *buf.unbind(0)):
+            if weight_decay != 0:
+                g = g.add(p, alpha=weight_decay)
+            direction = None
+            for v, beta in zip(velocities, betas):
+                v.mul_(beta).add_(g)
+                direction = v.clone() if direction is None else direction.add_(v)
+            p.add_(direction.div_(len(betas)), alpha=-lr)
 
 
 def _multi_tensor_aggmo(params, grads, momentum_buffers, *, lr, betas, weight_decay):

@@ -34,7 +34,7 @@ import torch
 
 from twinopt.hparams import check_betas, check_nonneg
 
-from ._base import Optimizer, new_step, scalar_step_dtype
+from ._base import Optimizer, blocks, new_step, scalar_step_dtype
 from .adam import decay_and_update_moments, foreach_decay_and_update_moments
 
 
@@ -99,15 +99,16 @@ def _single_tensor_nadam(params, grads, exp_avgs, exp_avg_sqs, mu_products, step
             params, grads, exp_avgs, exp_avg_sqs, mu_products, steps):
         step_t += 1
         step = step_t.item()
-        grad = decay_and_update_moments(param, grad, exp_avg, exp_avg_sq, lr=lr, beta1=beta1, beta2=beta2,
-                                        weight_decay=weight_decay, decoupled_weight_decay=decoupled_weight_decay)
         mu = _momentum(beta1, step, momentum_decay)
         mu_next = _momentum(beta1, step + 1, momentum_decay)
         mu_product *= mu
-        denom = exp_avg_sq.div(1 - beta2**step).sqrt().add_(eps)
         grad_size, exp_avg_size = _step_sizes(lr, mu, mu_next, mu_product.item())
-        param.addcdiv_(grad, denom, value=grad_size)
-        param.addcdiv_(exp_avg, denom, value=exp_avg_size)
+        for p, g, m, v in blocks(param, grad, exp_avg, exp_avg_sq):
+            g = decay_and_update_moments(p, g, m, v, lr=lr, beta1=beta1, beta2=beta2, weight_decay=weight_decay,
+                                         decoupled_weight_decay=decoupled_weight_decay)
+            denom = v.div(1 - beta2**step).sqrt().add_(eps)
+            p.addcdiv_(g, denom, value=grad_size)
+            p.addcdiv_(m, denom, value=exp_avg_size)
 
 
 def _multi_tensor_nadam(params, grads, exp_avgs, exp_avg_sqs, mu_products, steps, *, lr, beta1,

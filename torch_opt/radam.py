@@ -37,7 +37,7 @@ import torch
 
 from twinopt.hparams import check_betas, check_nonneg
 
-from ._base import Optimizer, new_step
+from ._base import Optimizer, blocks, new_step
 from .adam import decay_and_update_moments, foreach_decay_and_update_moments
 
 
@@ -91,15 +91,16 @@ def _single_tensor_radam(params, grads, exp_avgs, exp_avg_sqs, steps, *, lr, bet
     for param, grad, exp_avg, exp_avg_sq, step_t in zip(params, grads, exp_avgs, exp_avg_sqs, steps):
         step_t += 1
         step = step_t.item()
-        decay_and_update_moments(param, grad, exp_avg, exp_avg_sq, lr=lr, beta1=beta1, beta2=beta2,
-                                 weight_decay=weight_decay, decoupled_weight_decay=decoupled_weight_decay)
-        bias_corrected_exp_avg = exp_avg / (1 - beta1**step)
         rect = _rectification(step, beta2)
-        if rect:
-            adaptive_lr = (1 - beta2**step) ** 0.5 / exp_avg_sq.sqrt().add_(eps)
-            param.add_(bias_corrected_exp_avg * lr * adaptive_lr * rect, alpha=-1.0)
-        else:
-            param.add_(bias_corrected_exp_avg * lr, alpha=-1.0)
+        for p, g, m, v in blocks(param, grad, exp_avg, exp_avg_sq):
+            decay_and_update_moments(p, g, m, v, lr=lr, beta1=beta1, beta2=beta2, weight_decay=weight_decay,
+                                     decoupled_weight_decay=decoupled_weight_decay)
+            bias_corrected_exp_avg = m / (1 - beta1**step)
+            if rect:
+                adaptive_lr = (1 - beta2**step) ** 0.5 / v.sqrt().add_(eps)
+                p.add_(bias_corrected_exp_avg * lr * adaptive_lr * rect, alpha=-1.0)
+            else:
+                p.add_(bias_corrected_exp_avg * lr, alpha=-1.0)
 
 
 def _multi_tensor_radam(params, grads, exp_avgs, exp_avg_sqs, steps, *, lr, beta1, beta2, eps,

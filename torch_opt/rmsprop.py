@@ -30,7 +30,7 @@ import torch
 
 from twinopt.hparams import check_nonneg, check_range
 
-from ._base import Optimizer, new_step
+from ._base import Optimizer, blocks, new_step
 
 
 class RMSprop(Optimizer):
@@ -80,20 +80,23 @@ def _single_tensor_rmsprop(params, grads, square_avgs, grad_avgs, momentum_buffe
                            alpha, eps, weight_decay, momentum):
     for i, (param, grad, square_avg, step_t) in enumerate(zip(params, grads, square_avgs, steps)):
         step_t += 1
-        if weight_decay != 0:
-            grad = grad.add(param, alpha=weight_decay)
-        square_avg.mul_(alpha).addcmul_(grad, grad, value=1 - alpha)
-        if grad_avgs is not None:
-            grad_avg = grad_avgs[i].lerp_(grad, 1 - alpha)
-            avg = square_avg.addcmul(grad_avg, grad_avg, value=-1).sqrt_()
-        else:
-            avg = square_avg.sqrt()
-        avg = avg.add_(eps)
-        if momentum_buffers is not None:
-            buf = momentum_buffers[i].mul_(momentum).addcdiv_(grad, avg)
-            param.add_(buf, alpha=-lr)
-        else:
-            param.addcdiv_(grad, avg, value=-lr)
+        grad_avg = grad_avgs[i] if grad_avgs is not None else None
+        momentum_buffer = momentum_buffers[i] if momentum_buffers is not None else None
+        for p, g, sq, g_avg, buf in blocks(param, grad, square_avg, grad_avg, momentum_buffer):
+            if weight_decay != 0:
+                g = g.add(p, alpha=weight_decay)
+            sq.mul_(alpha).addcmul_(g, g, value=1 - alpha)
+            if g_avg is not None:
+                g_avg.lerp_(g, 1 - alpha)
+                avg = sq.addcmul(g_avg, g_avg, value=-1).sqrt_()
+            else:
+                avg = sq.sqrt()
+            avg = avg.add_(eps)
+            if buf is not None:
+                buf.mul_(momentum).addcdiv_(g, avg)
+                p.add_(buf, alpha=-lr)
+            else:
+                p.addcdiv_(g, avg, value=-lr)
 
 
 def _multi_tensor_rmsprop(params, grads, square_avgs, grad_avgs, momentum_buffers, steps, *, lr,

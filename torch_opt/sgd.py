@@ -28,7 +28,7 @@ import torch
 
 from twinopt.hparams import check_nesterov, check_nonneg, check_range
 
-from ._base import Optimizer, fused_groups
+from ._base import Optimizer, blocks, fused_groups
 
 
 class SGD(Optimizer):
@@ -74,16 +74,19 @@ def sgd(params, grads, momentum_buffers, *, foreach, lr, momentum, dampening, we
 def _single_tensor_sgd(params, grads, momentum_buffers, *, lr, momentum, dampening, weight_decay,
                        nesterov):
     for i, (param, grad) in enumerate(zip(params, grads)):
-        if weight_decay != 0:
-            grad = grad.add(param, alpha=weight_decay)
-        if momentum != 0:
-            buf = momentum_buffers[i]
-            if buf is None:
-                buf = momentum_buffers[i] = grad.detach().clone()
-            else:
-                buf.mul_(momentum).add_(grad, alpha=1 - dampening)
-            grad = grad.add(buf, alpha=momentum) if nesterov else buf
-        param.add_(grad, alpha=-lr)
+        first = momentum != 0 and momentum_buffers[i] is None
+        if first:  # the buffer starts as a copy of the (decayed) gradient, written block by block
+            momentum_buffers[i] = torch.empty_like(grad, memory_format=torch.preserve_format)
+        for p, g, buf in blocks(param, grad, momentum_buffers[i]):
+            if weight_decay != 0:
+                g = g.add(p, alpha=weight_decay)
+            if buf is not None:
+                if first:
+                    buf.copy_(g)
+                else:
+                    buf.mul_(momentum).add_(g, alpha=1 - dampening)
+                g = g.add(buf, alpha=momentum) if nesterov else buf
+            p.add_(g, alpha=-lr)
 
 
 def _multi_tensor_sgd(params, grads, momentum_buffers, *, lr, momentum, dampening, weight_decay,
