@@ -175,15 +175,18 @@ def load_checkpoint(path, run, key, params, opt_state):
     else:
         meta, arrays = runs.read_npz(path)
         run.check_fingerprint(path, meta.get("config"))
-        names = [f"{part}/{p}" for part, tree in (("params", params), ("opt_state", opt_state))
-                 for p in jconvert.flatten(tree)]
         if "num_leaves" in meta:  # written before the entries had names: the leaves in order
+            # (and before AggMo's velocities were separate arrays: its entries are stacked)
+            names = [f"params/{p}" for p in jconvert.flatten(params)]
+            names += [f"opt_state/{p}" for p in jconvert.stacked_names(opt_state)]
             if meta["num_leaves"] != len(names):
                 raise runs.CheckpointError(f"{path} holds {meta['num_leaves']} arrays, this run's model and "
                                            f"optimizer {len(names)}")
             arrays = {name: arrays[f"arr_{i}"] for i, name in enumerate(names)}
         flat_params, flat_state = runs.npz_part(arrays, "params"), runs.npz_part(arrays, "opt_state")
     try:
+        if not path.endswith(".pt"):  # AggMo's velocities stacked, as train_jax.py saved them before: split
+            flat_state = jconvert.split_stacked(flat_state, opt_state)
         params, opt_state = jconvert.unflatten(params, flat_params), jconvert.unflatten(opt_state, flat_state)
     except convert.ConversionError as err:
         raise runs.CheckpointError(f"{path} does not fit this run's model and optimizer ({err})") from None

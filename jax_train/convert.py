@@ -6,6 +6,9 @@
   ``state_dict``.
 - :func:`flatten` / :func:`unflatten`: a JAX tree as a flat dict ``{"fc1/kernel": array}``, the
   form ``twinopt.convert`` and train_jax.py's checkpoints use.
+- :func:`stacked_names` / :func:`split_stacked`: the names of train_jax.py checkpoints written
+  before ``jax_opt.aggmo`` kept its K velocities as K trees (one ``(K, *param_shape)`` array per
+  param then), and such a flat state split into today's entries.
 
 The layouts and the rules are in ``twinopt.convert``; conversions are exact (transposes and
 reshapes). Torch tensors are accepted as they are (by duck typing); what goes to torch is NumPy
@@ -21,6 +24,7 @@ import jax.numpy as jnp
 import numpy as np
 from flax import nnx
 
+from jax_opt.aggmo import ScaleByAggMoState
 from twinopt import convert
 from twinopt.convert import ConversionError
 
@@ -55,6 +59,52 @@ def unflatten(template, flat: Mapping[str, np.ndarray]):
             raise ConversionError(f"{path}: expected shape {want.shape}, got {value.shape}")
         leaves.append(jnp.asarray(value, dtype=want.dtype))
     return jax.tree_util.tree_unflatten(treedef, leaves)
+
+
+def _is_aggmo(node) -> bool:
+    return isinstance(node, ScaleByAggMoState)
+
+
+def _stacked_layout(opt_state) -> list[tuple[str, list[str]]]:
+    """``(stacked name, [names])`` for every leaf of ``opt_state`` in the stacked AggMo layout, in
+    leaf order: each AggMo velocity ``.../trace/fc1/kernel`` (shape ``(K, *param_shape)``) with the
+    K names ``.../trace/<i>/fc1/kernel`` that split it, every other leaf its own name with itself."""
+    layout = []
+    for keypath, node in jax.tree_util.tree_flatten_with_path(opt_state, is_leaf=_is_aggmo)[0]:
+        if not _is_aggmo(node):
+            layout.append((_path(keypath), [_path(keypath)]))
+            continue
+        stacks = {}  # velocity i of a param: (trace key, index i, *the param's key path)
+        for sub, _ in jax.tree_util.tree_leaves_with_path(node):
+            stacks.setdefault(_path(keypath + sub[:1] + sub[2:]), []).append(_path(keypath + sub))
+        layout += stacks.items()
+    return layout
+
+
+def stacked_names(opt_state) -> list[str]:
+    """The flat names of ``opt_state`` in leaf order as train_jax.py wrote them before AggMo's
+    velocities were separate trees: ``1/trace/fc1/kernel`` for ``1/trace/0/fc1/kernel`` ...
+    ``1/trace/<K-1>/fc1/kernel``; the other names as ``flatten`` gives them."""
+    return [stacked for stacked, _ in _stacked_layout(opt_state)]
+
+
+def split_stacked(flat_state: Mapping[str, np.ndarray], opt_state) -> dict[str, np.ndarray]:
+    """``flat_state`` with each stacked AggMo velocity of ``opt_state``'s AggMo states (an entry
+    ``1/trace/fc1/kernel`` of shape ``(K, *param_shape)``, as train_jax.py saved them before the
+    velocities were K trees) split into the K entries ``1/trace/<i>/fc1/kernel`` that ``opt_state``
+    has. Entries already split, and every other entry, are kept as they are; a stacked entry of
+    another K raises ``ConversionError`` naming it."""
+    out = dict(flat_state)
+    for stacked, names in _stacked_layout(opt_state):
+        if names == [stacked] or stacked not in out or any(name in out for name in names):
+            continue
+        value = convert.as_array(out.pop(stacked))
+        if value.ndim == 0 or value.shape[0] != len(names):
+            found = value.shape[0] if value.ndim else "no"
+            raise ConversionError(f"{stacked}: {found} stacked velocities (shape {value.shape}), this optimizer "
+                                  f"keeps {len(names)} ({names[0]}, ...): another number of betas?")
+        out.update({name: value[i] for i, name in enumerate(names)})
+    return out
 
 
 def _params(model_or_params):

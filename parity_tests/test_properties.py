@@ -150,7 +150,7 @@ LOOKAHEAD_INNER = ("momentum", "adam")
 LOOKAHEAD_ALPHA = st.one_of(st.just(1.0), log_uniform(1e-3, 1.0))
 # Op-by-op JAX compiles every operation once per shape and dtype: shapes drawn freely cost more time
 # than everything else, a small pool (scalar, vector, matrix, 3-d with a size-1 axis) a few seconds.
-# The algorithms are elementwise (AggMo stacks its velocities on a new leading axis).
+# The algorithms are elementwise (torch_opt.AggMo stacks its velocities on a new leading axis).
 SHAPE_POOL = [(), (5,), (3, 2), (2, 1, 3)]
 SHAPES = st.lists(st.sampled_from(SHAPE_POOL), min_size=1, max_size=3)
 

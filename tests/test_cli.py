@@ -17,7 +17,7 @@ FIXED_BY_KEY = {"nesterov": {"nesterov", "dampening"}, "sgd": {"nesterov"}, "mom
 
 @pytest.mark.parametrize("key", KEYS)
 def test_key_args_match_both_backends(key):
-    torch_args = set(inspect.signature(torch_opt.OPTIMIZERS[key]).parameters) - {"params", "foreach", "maximize"}
+    torch_args = set(inspect.signature(torch_opt.OPTIMIZERS[key]).parameters) - {"params", "foreach", "maximize", "fused"}
     jax_args = set(inspect.signature(jax_opt.OPTIMIZERS[key]).parameters)
     offered = {"lr", "weight_decay", *KEY_ARGS[key]}
     assert offered <= torch_args

@@ -27,7 +27,7 @@ INVALID = {
     "betas": [(1.0, 0.999), (0.9, -0.1), (0.9, NAN), (0.9,), "ab"],
 }
 AGGMO_BETAS = [(), (0.5, 1.0), (-0.1,), "ab"]
-NOT_HYPERPARAMETERS = {"params", "foreach", "maximize", "nesterov", "amsgrad", "amsbound", "centered",
+NOT_HYPERPARAMETERS = {"params", "foreach", "fused", "maximize", "nesterov", "amsgrad", "amsbound", "centered",
                        "decoupled_weight_decay"}
 
 

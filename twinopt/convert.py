@@ -17,12 +17,17 @@ The two layouts:
   ``fc1/kernel`` ``(in, out)``, ``conv1/kernel`` ``(kh, kw, in, out)``, ``fc1/bias``. Optimizer
   state: the paths of the optax state, e.g. ``1/mu/fc1/kernel`` and ``1/count`` for
   ``jax_opt.adam``, ``inner_state/1/mu/fc1/kernel``, ``slow/fc1/kernel`` and ``count`` around
-  ``jax_opt.lookahead`` (``jax_train.convert.flatten`` writes them).
+  ``jax_opt.lookahead`` (``jax_train.convert.flatten`` writes them). A field with several arrays
+  per param numbers them before the param's path: AggMo's K velocities are ``1/trace/0/fc1/kernel``
+  ... ``1/trace/<K-1>/fc1/kernel``.
 
 Weights move by transposes and reshapes only, so conversions are exact. fc1 of the CNN also
 permutes its input index: torch flattens the feature map as ``(C, H, W)``, Flax as ``(H, W, C)``.
-A state entry with leading axes (AggMo's ``K`` velocities, ``(K, *param_shape)``) is converted
-slice by slice.
+Numbered JAX entries of a field are one torch entry stacked in index order: AggMo's velocities are
+torch's ``momentum_buffer`` of shape ``(K, *param_shape)``, whose ``K`` must match the JAX state's.
+A JAX entry that is itself stacked on leading axes (AggMo's state in train_jax.py checkpoints
+written before its velocities were separate arrays: ``1/trace/fc1/kernel`` of shape
+``(K, *param_shape)``) is converted to torch slice by slice.
 
 Optimizer state: :data:`STATE_NAMES` pairs each JAX state field with the torch state entry
 holding the same quantity. Every JAX ``count`` (the optimizer's, an lr schedule's, Lookahead's)
@@ -199,15 +204,35 @@ def weights_from_torch(state_dict: Mapping, layout: Layout) -> dict[str, np.ndar
 
 
 class _Entry:
-    """One entry of a flat JAX optimizer state: ``field`` of param ``param`` (None: a scalar)."""
+    """One entry of a flat JAX optimizer state: ``field`` of param ``param`` (None: a scalar), and
+    ``index``, the entry's number where the field keeps several arrays per param
+    (``1/trace/2/fc1/kernel``: field ``trace``, index 2), else None."""
 
     def __init__(self, path, parts, layout):
-        self.path, self.param = path, None
+        self.path, self.param, self.index = path, None, None
         if len(parts) >= 3:
             self.param = layout.torch_name("/".join(parts[-2:]))
             if self.param is None and parts[-1] in ("kernel", "bias"):
                 raise ConversionError(f"optimizer state entry {path}: the model has no param {parts[-2]}.{parts[-1]}")
-        self.field = parts[-3] if self.param else parts[-1]
+        if self.param and len(parts) >= 4 and parts[-3].isdigit():
+            self.field, self.index = parts[-4], int(parts[-3])
+        else:
+            self.field = parts[-3] if self.param else parts[-1]
+
+
+def _stacked_entries(entries):
+    """``{(field, param): [entries in index order]}`` of the numbered entries; the indices of each
+    must be 0, 1, ..., K - 1."""
+    stacks = {}
+    for e in entries:
+        if e.index is not None:
+            stacks.setdefault((e.field, e.param), []).append(e)
+    for stack in stacks.values():
+        stack.sort(key=lambda e: e.index)
+        if [e.index for e in stack] != list(range(len(stack))):
+            raise ConversionError(f"optimizer state entries {[e.path for e in stack]}: numbered "
+                                  f"{[e.index for e in stack]}, not 0 to {len(stack) - 1}")
+    return stacks
 
 
 def _parse(flat_state, layout):
@@ -273,6 +298,7 @@ def optimizer_state_to_torch(flat_state: Mapping[str, np.ndarray], template: Map
     per_param = {name: {} for name in layout.shapes}
     groups = [dict(group) for group in template["param_groups"]]
     dtype = np.float32
+    stacks, source = _stacked_entries(inner), {}
     for e in inner:
         if e.field == "count" and e.param is None:
             continue
@@ -280,9 +306,21 @@ def optimizer_state_to_torch(flat_state: Mapping[str, np.ndarray], template: Map
         if e.field not in fields and not group_field:
             raise ConversionError(f"optimizer state entry {e.path}: {key} keeps no {e.field!r}: a state of "
                                   "another optimizer?")
+        if e.index not in (None, 0):  # converted with entry 0 of its stack
+            continue
         value = as_array(flat_state[e.path])
         if e.param is not None:
-            per_param[e.param][fields[e.field]] = layout.to_torch(e.param, value, e.path)
+            target = (e.param, fields[e.field])
+            if target in source:
+                raise ConversionError(f"optimizer state entries {source[target]} and {e.path} are both "
+                                      f"{e.param}'s {fields[e.field]!r}: a state mixing two layouts?")
+            source[target] = e.path
+            if e.index is None:
+                per_param[e.param][fields[e.field]] = layout.to_torch(e.param, value, e.path)
+            else:  # the numbered entries stacked on a new leading axis
+                stack = stacks[e.field, e.param]
+                per_param[e.param][fields[e.field]] = np.stack(
+                    [layout.to_torch(e.param, as_array(flat_state[s.path]), s.path) for s in stack])
             dtype = np.promote_types(dtype, value.dtype)
         elif group_field:
             for group in groups:
@@ -358,6 +396,7 @@ def optimizer_state_from_torch(state_dict: Mapping, flat_template: Mapping[str, 
     keeps_state = any(e.param is not None for e in inner)
     step = _torch_step(states, names, keeps_state, la_step, step)
     by_name = {names[i]: state for i, state in states.items()}
+    stacks = _stacked_entries(inner)
     out, used = {}, set()
 
     def put(path, value):
@@ -394,7 +433,15 @@ def optimizer_state_from_torch(state_dict: Mapping, flat_template: Mapping[str, 
             if fields[e.field] not in state:
                 raise ConversionError(f"param {e.param} has no {fields[e.field]!r}, which the JAX state needs for "
                                       f"{e.path}: another setting of {key} (amsgrad, momentum, centered)?")
-            put(e.path, layout.from_torch(e.param, state[fields[e.field]], f"{e.path} ({e.param})"))
+            value = as_array(state[fields[e.field]])
+            if e.index is not None:  # entry e.index of the torch entry's leading axis
+                count, shape = len(stacks[e.field, e.param]), layout.shapes[e.param]
+                if value.ndim != len(shape) + 1 or value.shape[0] != count:
+                    raise ConversionError(f"optimizer state entry {e.path} ({e.param}): the JAX state keeps "
+                                          f"{count} {e.field!r} arrays per param, so {fields[e.field]!r} must have "
+                                          f"shape ({count}, ...), got {value.shape}: another number of betas?")
+                value = value[e.index]
+            put(e.path, layout.from_torch(e.param, value, f"{e.path} ({e.param})"))
             used.add(fields[e.field])
     unused = sorted({name for s in states.values() for name in s} - used - {"step"})
     if unused:
