@@ -143,3 +143,14 @@ def test_jax_float32_run_does_not_depend_on_the_callers_x64(data_dir, tmp_path):
     finally:
         jax.config.update("jax_enable_x64", previous)
     assert_same_run(tmp_path / "x64-True", tmp_path / "x64-False", "jax")
+
+
+@pytest.mark.parametrize("backend", SCRIPTS)
+def test_resume_with_tuple_hyperparameters(backend, data_dir, tmp_path):
+    """-betas is a tuple in the run and a list in the checkpoint's JSON: both are the same run
+    (a resume used to refuse its own checkpoint)."""
+    script = SCRIPTS[backend]
+    run = base_argv(data_dir, tmp_path / "run", "-optimizer", "adam", "-betas", "0.8,0.99")
+    script.main([*run, "-num_epochs", "1"])
+    script.main([*run, "-num_epochs", "2", "-resume"])
+    assert [r["epoch"] for r in records(tmp_path / "run") if "test_acc" in r] == [1, 2]

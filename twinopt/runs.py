@@ -220,7 +220,7 @@ class RunDir:
             raise CheckpointError(f"{path} does not record the run that wrote it: it is not a checkpoint of "
                                   f"train_{self.backend}.py")
         for key, value in self.fingerprint().items():
-            if _jsonable(stored.get(key)) != value:
+            if _jsonable(stored.get(key)) != _jsonable(value):
                 raise CheckpointError(
                     f"{path} was written by a run with -{key} {stored.get(key)}, but this run has {value}: it "
                     "belongs to another run. Move it out of the folder to resume from the checkpoint before it."
