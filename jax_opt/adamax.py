@@ -48,7 +48,7 @@ def scale_by_adamax(b1=0.9, b2=0.999, eps=1e-8) -> optax.GradientTransformation:
         mu = lerp_moment(state.mu, updates, b1)
         nu = tree_map(lambda u, g: jnp.maximum(b2 * u, jnp.abs(g) + eps), state.nu, updates)
         bc1 = 1 - b1**t
-        updates = tree_map(lambda m, u: (m / u) / as_dtype(bc1, m), mu, nu)
+        updates = tree_map(lambda m, u: (m / u) * as_dtype(1 / bc1, m), mu, nu)  # a product: see adam
         return updates, ScaleByAdamaxState(count, mu, nu)
 
     return optax.GradientTransformation(init, update)

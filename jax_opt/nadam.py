@@ -74,7 +74,7 @@ def scale_by_nadam(b1=0.9, b2=0.999, eps=1e-8, momentum_decay=4e-3) -> optax.Gra
         exp_avg_coef = mu_next / (1.0 - mu_product * mu_next)
 
         def direction(g, m, v):
-            d = jnp.sqrt(v / as_dtype(bc2, v)) + eps
+            d = jnp.sqrt(v * as_dtype(1 / bc2, v)) + eps  # a product, not a division: see adam
             return as_dtype(grad_coef, g) * (g / d) + as_dtype(exp_avg_coef, m) * (m / d)
 
         updates = tree_map(direction, updates, mu, nu)

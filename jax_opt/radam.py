@@ -70,7 +70,7 @@ def scale_by_radam(b1=0.9, b2=0.999, eps=1e-8) -> optax.GradientTransformation:
         bc1, bc2_sqrt = 1 - b1**t, jnp.sqrt(1 - b2t)
 
         def direction(m, v):
-            m_hat = m / as_dtype(bc1, m)
+            m_hat = m * as_dtype(1 / bc1, m)  # a product, not a division: see adam
             adaptive = m_hat * (as_dtype(bc2_sqrt, v) / (jnp.sqrt(v) + eps)) * as_dtype(rect, m)
             return jnp.where(rectified, adaptive, m_hat)
 

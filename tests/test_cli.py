@@ -17,7 +17,8 @@ FIXED_BY_KEY = {"nesterov": {"nesterov", "dampening"}, "sgd": {"nesterov"}, "mom
 
 @pytest.mark.parametrize("key", KEYS)
 def test_key_args_match_both_backends(key):
-    torch_args = set(inspect.signature(torch_opt.OPTIMIZERS[key]).parameters) - {"params", "foreach", "maximize", "fused"}
+    paths = {"params", "foreach", "maximize", "fused"}
+    torch_args = set(inspect.signature(torch_opt.OPTIMIZERS[key]).parameters) - paths
     jax_args = set(inspect.signature(jax_opt.OPTIMIZERS[key]).parameters)
     offered = {"lr", "weight_decay", *KEY_ARGS[key]}
     assert offered <= torch_args

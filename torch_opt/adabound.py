@@ -135,16 +135,17 @@ def _single_tensor_adabound(params, grads, exp_avgs, exp_avg_sqs, max_exp_avg_sq
         step_size, lower, upper = _step_size_and_bounds(
             step_t.item(), lr=lr, base_lr=base_lr, beta1=beta1, beta2=beta2, final_lr=final_lr, gamma=gamma)
         max_exp_avg_sq = max_exp_avg_sqs[i] if max_exp_avg_sqs is not None else None
+        step_size_t = torch.tensor(step_size, dtype=param.dtype)  # a 0-d tensor: step_size / denom in one pass
         for p, g, m, v, vm in blocks(param, grad, exp_avg, exp_avg_sq, max_exp_avg_sq):
             if weight_decay != 0:
                 g = g.add(p, alpha=weight_decay)
-            m.mul_(beta1).add_(g, alpha=1 - beta1)
+            m.lerp_(g, 1 - beta1)
             v.mul_(beta2).addcmul_(g, g, value=1 - beta2)
             if vm is not None:
                 v = torch.maximum(vm, v, out=vm)
-            denom = v.sqrt().add_(eps)
-            update = torch.full_like(denom, step_size).div_(denom).clamp_(lower, upper).mul_(m)
-            p.sub_(update)
+            update = v.sqrt().add_(eps)
+            torch.div(step_size_t, update, out=update).clamp_(lower, upper)
+            p.addcmul_(update, m, value=-1)
 
 
 def _multi_tensor_adabound(params, grads, exp_avgs, exp_avg_sqs, max_exp_avg_sqs, steps, *, lr,

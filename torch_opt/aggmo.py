@@ -70,11 +70,12 @@ def _single_tensor_aggmo(params, grads, momentum_buffers, *, lr, betas, weight_d
         for p, g, *velocities in blocks(param, grad, *buf.unbind(0)):
             if weight_decay != 0:
                 g = g.add(p, alpha=weight_decay)
-            direction = None
             for v, beta in zip(velocities, betas):
-                v.mul_(beta).add_(g)
-                direction = v.clone() if direction is None else direction.add_(v)
-            p.add_(direction.div_(len(betas)), alpha=-lr)
+                torch.add(g, v, alpha=beta, out=v)  # beta * v + g in one pass
+            direction = velocities[0] if len(velocities) == 1 else velocities[0] + velocities[1]
+            for v in velocities[2:]:
+                direction.add_(v)
+            p.add_(direction, alpha=-lr / len(betas))
 
 
 def _multi_tensor_aggmo(params, grads, momentum_buffers, *, lr, betas, weight_decay):

@@ -16,6 +16,18 @@ KEYS = (
     "adamax", "adamw", "nadam", "radam", "adabound", "amsbound", "aggmo",
 )
 
+# The rows of the comparisons (benchmarks, results, trajectories): every key, and Lookahead
+# around SGD momentum and around Adam.
+LOOKAHEAD_SUFFIX = "+lookahead"
+ROWS = KEYS + ("momentum" + LOOKAHEAD_SUFFIX, "adam" + LOOKAHEAD_SUFFIX)
+
+
+def split_row(row: str) -> tuple[str, bool]:
+    """``(key, lookahead)`` of a row: ``"adam+lookahead"`` -> ``("adam", True)``."""
+    if row not in ROWS:
+        raise ValueError(f"unknown optimizer row {row!r}; choose from: {', '.join(ROWS)}")
+    return row.removesuffix(LOOKAHEAD_SUFFIX), row.endswith(LOOKAHEAD_SUFFIX)
+
 # The settings a key fixes on top of its class/function (torch names; see to_jax_kwargs).
 KEY_PRESETS = {
     "momentum": {"momentum": 0.9},

@@ -1,0 +1,151 @@
+"""The benchmarks (bench.py): parameter sets, byte counts, peers that compute the same algorithm,
+and the commands end to end on tiny sizes (timings themselves are not asserted: machines are noisy)."""
+
+import json
+import math
+
+import numpy as np
+import pytest
+import torch
+
+import bench as bench_cli
+import torch_opt
+from jax_train import bench as jax_bench
+from torch_train import bench as torch_bench
+from twinopt import bench, throughput
+from twinopt.hparams import KEYS
+
+
+def test_param_sets_have_the_documented_sizes():
+    assert (len(bench.resnet18_shapes()), bench.numel(bench.resnet18_shapes())) == (62, 11_689_512)
+    assert bench.numel(bench.PARAM_SETS["single64m"]()) == 64 * 2**20
+    assert bench.numel(bench.PARAM_SETS["cnn"]()) == 895_210  # the 3c3d CNN
+    for total in (10**4, 10**6, 10**8):
+        shapes = bench.scaled_shapes(total)
+        assert len(shapes) == 62 and abs(bench.numel(shapes) - total) / total < 0.01
+
+
+@pytest.mark.parametrize("key", KEYS)
+def test_state_array_counts_match_the_optimizers_state(key):
+    """min_bytes counts the param-shaped state arrays each algorithm keeps; check the table
+    against torch_opt's actual state after a step."""
+    p = torch.nn.Parameter(torch.ones(6, 5))
+    opt = torch_opt.OPTIMIZERS[key]([p])
+    p.grad = torch.ones(6, 5)
+    opt.step()
+    arrays = sum(t.numel() // p.numel() for t in opt.state[p].values() if torch.is_tensor(t) and t.numel() > 1)
+    assert arrays == bench.STATE_ARRAYS[key]
+    assert bench.min_bytes(key, 1000) == (3 + 2 * arrays) * 4000
+    if f"{key}+lookahead" in bench.ROWS:  # the slow weights: read and written once every k = 5 steps
+        assert bench.min_bytes(f"{key}+lookahead", 1000) == pytest.approx((3 + 2 * arrays + 2 / 5) * 4000)
+
+
+# torch-optimizer's Lookahead copies the slow weights at its first sync (after k steps), not at
+# the start as in the paper, so its first sync changes nothing.
+DIFFERENT_ALGORITHM = ("torch-optimizer Lookahead",)
+# pytorch_optimizer's AdaBound adds 1e-15 to the second moment inside the root (exp_avg_sq_eps).
+VARIANT = ("pytorch_optimizer",)
+
+
+@pytest.mark.parametrize("row", bench.ROWS)
+def test_every_torch_implementation_of_a_row_computes_the_same_steps(row):
+    """Peers are configured as the same algorithm: 12 steps of each (float64) give ours' params."""
+    finals = {}
+    for kind, name, make in torch_bench.implementations(row):
+        params = [torch.nn.Parameter(p.detach().double()) for p in torch_bench.make_params([(7, 3), (11,)], seed=1)]
+        grads = [torch.linspace(-1e-3, 2e-3, p.numel(), dtype=torch.float64).view_as(p) for p in params]
+        opt = make(params)
+        for _ in range(12):
+            for p, g in zip(params, grads):  # torch.optim's foreach Nesterov adds into p.grad
+                p.grad = g.clone()
+            opt.step()
+        finals[f"{kind}: {name}"] = torch.cat([p.detach().flatten() for p in params])
+    ours = next(v for k, v in finals.items() if k.startswith("ours"))
+    assert len(finals) >= 2
+    for name, value in finals.items():
+        if any(known in name for known in DIFFERENT_ALGORITHM):
+            continue
+        if row in ("adabound", "amsbound") and any(known in name for known in VARIANT):
+            torch.testing.assert_close(value, ours, rtol=1e-6, atol=1e-7, msg=name)
+        else:
+            torch.testing.assert_close(value, ours, rtol=1e-12, atol=1e-14, msg=name)
+
+
+@pytest.mark.parametrize("row", ["adam", "nesterov", "adam+lookahead", "aggmo"])
+def test_jax_implementations_of_a_row_compute_the_same_steps(row):
+    shapes = [(7, 3), (11,)]
+    finals = []
+    for _, _, tx, wrap in jax_bench.implementations(row):
+        params, grads = jax_bench.make_params(shapes, seed=1)
+        params = wrap(params) if wrap else params
+        state, step = tx.init(params), jax_bench._step_fn(tx)
+        for _ in range(5):
+            params, state = step(params, state, grads)
+        finals.append(np.concatenate([np.ravel(p) for p in (params.fast if wrap else params)]))
+    for value in finals:
+        np.testing.assert_allclose(value, finals[0], rtol=1e-5, atol=1e-6)
+
+
+def test_ratios_and_bandwidth_fractions():
+    results = [
+        {"set": "-", "backend": "torch", "row": "triad", "kind": "machine", "gbps": 20.0},
+        {"set": "s", "backend": "torch", "row": "adam", "kind": "ours", "impl": "fused", "time_s": 0.002, "gbps": 10.0},
+        {"set": "s", "backend": "torch", "row": "adam", "kind": "peer", "impl": "a", "time_s": 0.004, "gbps": 5.0},
+        {"set": "s", "backend": "torch", "row": "adam", "kind": "peer", "impl": "b", "time_s": 0.001, "gbps": 20.0},
+        {"set": "s", "backend": "jax", "row": "aggmo", "kind": "ours", "impl": "jit", "time_s": 0.001, "gbps": 4.0},
+    ]
+    bench.add_ratios(results)
+    assert [r.get("ratio") for r in results[1:]] == [2.0, 4.0, 1.0, None]
+    assert results[1]["triad_fraction"] == 0.5
+    table = bench.step_summary(results, "s")
+    assert "| adam | 2 (fused) | 1 (b) | 2.00 | 50% |" in table
+    assert "| aggmo |  |  |  |  | 1 | no peer | - | 20% |" in table
+
+
+def test_step_scaling_and_report_end_to_end(tmp_path, monkeypatch, capsys):
+    monkeypatch.setattr(bench, "TRIAD_ELEMENTS", 4096)
+    monkeypatch.setitem(bench.PARAM_SETS, "cnn", lambda: [(64, 3, 5, 5), (64,)])
+    monkeypatch.setattr(bench_cli, "SCALING_SIZES", (10**3, 10**4))
+    out = tmp_path / "bench"
+    fast = ["-budget_s", "0", "-out", str(out)]
+    bench_cli.main(["step", "-sets", "cnn", "-rows", "adam,aggmo,adam+lookahead", *fast])
+    bench_cli.main(["scaling", "-rows", "adam", *fast])
+    payload = json.loads((out / "step.json").read_text())
+    rows = {(r["backend"], r["row"], r["kind"], r["impl"]) for r in payload["results"]}
+    assert ("torch", "adam", "peer", "torch.optim fused") in rows and ("jax", "adam", "peer", "optax.adam jit") in rows
+    assert ("torch", "adam", "ours", "fused") in rows and ("jax", "triad", "machine", "a = b + s*c") in rows
+    assert all(math.isfinite(r["time_s"]) and r["time_s"] > 0 for r in payload["results"])
+    step_md = (out / "step.md").read_text()
+    assert "### cnn: 4,864 parameters in 2 tensors" in step_md and "| adam+lookahead |" in step_md
+    assert (out / "scaling.png").stat().st_size > 10_000
+    with pytest.raises(SystemExit, match="exists; pass another -out folder, or -overwrite"):
+        bench_cli.main(["step", "-sets", "cnn", "-rows", "adam", *fast])
+    (out / "step.md").unlink()
+    (out / "scaling.png").unlink()
+    bench_cli.main(["report", "-out", str(out)])  # rebuilt from the JSON alone
+    assert (out / "step.md").read_text() == step_md and (out / "scaling.png").exists()
+
+
+def test_bad_flags_name_the_choices():
+    with pytest.raises(SystemExit, match="-rows 'adam,adamm': choose from sgd"):
+        bench_cli.main(["step", "-rows", "adam,adamm"])
+    with pytest.raises(SystemExit, match="-sets 'resnet': choose from cnn, resnet18, single64m"):
+        bench_cli.main(["step", "-sets", "resnet"])
+    with pytest.raises(SystemExit, match="holds no step.json"):
+        bench_cli.main(["report", "-out", "/nonexistent/folder"])
+
+
+def test_training_throughput_table(monkeypatch, data_dir):
+    """Both scripts and both textbook loops on the tiny MNIST (64 images, batches of 8), and the
+    table built from them."""
+    monkeypatch.setattr(throughput, "CONFIGS", (("mnist", None),))
+    monkeypatch.setattr(throughput, "BATCH_SIZE", 8)
+    results = throughput.run_all(data_dir, ["torch", "jax"])
+    assert [r["backend"] for r in results] == ["torch", "jax"]
+    for r in results:
+        assert r["num_train"] == 64 and r["script"] > 0 and r["textbook"] > 0 and r["matmul_gflops"] > 0
+        assert r["flops_per_sample"] == results[0]["flops_per_sample"]
+    # forward and backward of the MLP take about 6 FLOPs per weight and sample
+    assert 5.5 < results[0]["flops_per_sample"] / 1_336_610 < 7
+    table = throughput.markdown({"machine": {"date": "d", "cpu": "c", "cores": 2}, "results": results})
+    assert table.count("| mnist_mlp (64) |") == 2
