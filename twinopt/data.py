@@ -60,6 +60,7 @@ __all__ = [
     "steps_per_epoch",
     "train_batches",
     "eval_batches",
+    "validation_split",
 ]
 
 DATASETS = ("mnist", "cifar")
@@ -823,6 +824,38 @@ def normalize(name, x_uint8, dtype=np.float32) -> np.ndarray:
     for c in range(channels):  # one 1-D lookup per channel: ~3x faster than table[x, arange(C)]
         out[..., c] = table[:, c].take(x[..., c])
     return out
+
+
+def validation_split(x, y, num_val, seed=0, stratify=False):
+    """``(x_train, y_train, x_val, y_val)``: ``num_val`` examples of the training arrays held out, so
+    that hyperparameters are chosen on them and never on the test set.
+
+    The held-out examples are the first ``num_val`` of ``np.random.default_rng([seed, 2**31 - 2])
+    .permutation(len(y))``; with ``stratify`` each class gives its share of ``num_val`` (in proportion
+    to its count, the rounding remainders to the largest fractions), the first of that class in the
+    same permutation. Both parts keep the original order: shuffling is :func:`train_batches`' job.
+    """
+    x, y = np.asarray(x), np.asarray(y)
+    if y.ndim != 1 or y.shape[0] != x.shape[0]:
+        raise DataError(f"labels must have shape ({x.shape[0]},) to match the images, got {y.shape}")
+    num_val = _check_int(num_val, "num_val", 1)
+    seed = _check_int(seed, "seed", 0)
+    n = y.shape[0]
+    if num_val >= n:
+        raise DataError(f"a validation split of {num_val} leaves no training examples: there are {n}; "
+                        f"hold out fewer than {n}")
+    order = np.random.default_rng([seed, 2**31 - 2]).permutation(n)
+    if stratify:
+        classes, counts = np.unique(y, return_counts=True)
+        quota = counts * num_val / n
+        take = np.floor(quota).astype(np.int64)
+        take[np.argsort(take - quota, kind="stable")[: num_val - take.sum()]] += 1
+        held = np.concatenate([order[y[order] == c][:k] for c, k in zip(classes, take)])
+    else:
+        held = order[:num_val]
+    val = np.zeros(n, dtype=bool)
+    val[held] = True
+    return x[~val], y[~val], x[val], y[val]
 
 
 def steps_per_epoch(num_examples, batch_size) -> int:
