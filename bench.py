@@ -22,6 +22,7 @@ import time
 from pathlib import Path
 
 from twinopt import bench
+from twinopt.hparams import ROWS
 
 STEP_SETS = tuple(bench.PARAM_SETS)
 SCALING_SIZES = (10**4, 10**5, 10**6, 10**7, 10**8)
@@ -35,14 +36,14 @@ def parse_args(argv):
     p.add_argument("-overwrite", action="store_true", help="replace result files of an earlier run")
     p.add_argument("-sets", default=",".join(STEP_SETS), help=f"step: param sets, of {', '.join(STEP_SETS)}")
     p.add_argument("-rows", default=None, help="step/scaling: optimizer rows, comma-separated (default: all / "
-                   f"{', '.join(SCALING_ROWS)}), of {', '.join(bench.ROWS)}")
+                   f"{', '.join(SCALING_ROWS)}), of {', '.join(ROWS)}")
     p.add_argument("-backends", default="torch,jax", help="torch, jax or both")
     p.add_argument("-budget_s", type=float, default=2.0, help="seconds of timed steps per measurement (at least 10)")
     p.add_argument("-data_dir", default=None, help="train: folder of mnist.npz / cifar10.npz (default: offline MNIST)")
     args = p.parse_args(argv)
     args.sets = _choices("-sets", args.sets, STEP_SETS)
     args.backends = _choices("-backends", args.backends, ("torch", "jax"))
-    args.rows = _choices("-rows", args.rows, bench.ROWS) if args.rows else None
+    args.rows = _choices("-rows", args.rows, ROWS) if args.rows else None
     return args
 
 
@@ -125,7 +126,7 @@ def cmd_step(args):
     json_path = bench.new_output(Path(args.out) / "step.json", args.overwrite)
     mods = backend_modules(args.backends)
     results = triads(mods, args.budget_s)
-    results += measure(mods, args.rows or bench.ROWS, [(s, bench.PARAM_SETS[s]()) for s in args.sets], args.budget_s)
+    results += measure(mods, args.rows or ROWS, [(s, bench.PARAM_SETS[s]()) for s in args.sets], args.budget_s)
     payload = {"machine": machine(), "results": bench.add_ratios(results)}
     bench.write_json(json_path, payload, True)
     write_report(args.out, "step", step_markdown(payload))

@@ -13,7 +13,7 @@ import torch_opt
 from jax_train import bench as jax_bench
 from torch_train import bench as torch_bench
 from twinopt import bench, throughput
-from twinopt.hparams import KEYS
+from twinopt.hparams import KEYS, ROWS
 
 
 def test_param_sets_have_the_documented_sizes():
@@ -36,7 +36,7 @@ def test_state_array_counts_match_the_optimizers_state(key):
     arrays = sum(t.numel() // p.numel() for t in opt.state[p].values() if torch.is_tensor(t) and t.numel() > 1)
     assert arrays == bench.STATE_ARRAYS[key]
     assert bench.min_bytes(key, 1000) == (3 + 2 * arrays) * 4000
-    if f"{key}+lookahead" in bench.ROWS:  # the slow weights: read and written once every k = 5 steps
+    if f"{key}+lookahead" in ROWS:  # the slow weights: read and written once every k = 5 steps
         assert bench.min_bytes(f"{key}+lookahead", 1000) == pytest.approx((3 + 2 * arrays + 2 / 5) * 4000)
 
 
@@ -47,7 +47,7 @@ DIFFERENT_ALGORITHM = ("torch-optimizer Lookahead",)
 VARIANT = ("pytorch_optimizer",)
 
 
-@pytest.mark.parametrize("row", bench.ROWS)
+@pytest.mark.parametrize("row", ROWS)
 def test_every_torch_implementation_of_a_row_computes_the_same_steps(row):
     """Peers are configured as the same algorithm: 12 steps of each (float64) give ours' params."""
     finals = {}

@@ -18,7 +18,7 @@ import statistics
 import time
 from pathlib import Path
 
-from twinopt.hparams import ROWS, split_row
+from twinopt.hparams import split_row
 from twinopt.models import param_shapes
 
 LOOKAHEAD_K, LOOKAHEAD_ALPHA = 5, 0.5  # the training scripts' defaults
