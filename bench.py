@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import argparse
 import datetime
+import importlib.metadata
 import json
 import os
 import platform
@@ -61,10 +62,10 @@ def machine():
     cpu = next((line.split(":", 1)[1].strip() for line in Path("/proc/cpuinfo").read_text().splitlines()
                 if line.startswith("model name")), platform.processor()) if Path("/proc/cpuinfo").exists() else ""
     versions = {"python": platform.python_version(), "numpy": np.__version__}
-    for name in ("torch", "jax", "optax", "torch_optimizer", "pytorch_optimizer"):
+    for name in ("torch", "jax", "optax", "torch-optimizer", "pytorch_optimizer"):
         try:
-            versions[name] = __import__(name).__version__
-        except (ImportError, AttributeError):
+            versions[name] = importlib.metadata.version(name)
+        except importlib.metadata.PackageNotFoundError:
             pass
     return {"date": datetime.date.today().isoformat(), "cpu": cpu, "cores": os.cpu_count(), "versions": versions}
 

@@ -55,7 +55,7 @@ def _add_problem_args(p):
                    f"{DEFAULTS['mnist']['final_epochs']}, cifar {DEFAULTS['cifar']['final_epochs']})")
     p.add_argument("-lr_factors", type=_list(float),
                    help="the grid: multipliers of each optimizer's usual learning rate (twinopt.compare.LR_CENTRES); "
-                   "default half a decade apart, mnist 0.0316 to 31.6 (7), cifar 0.1 to 10 (5)")
+                   "default half a decade apart, 0.1 to 10 (5 points)")
     p.add_argument("-tune_seed", type=int, default=0)
     p.add_argument("-seeds", type=_list(int), help="seeds of the final runs (default 0,1,2)")
     p.add_argument("-no_augment", action="store_true", help="CIFAR: no random crops and flips")

@@ -68,9 +68,8 @@ def test_torch_fused_matches_reference(case, weight_decay, dtype):
     assert h.max_rel_error(ours, ref) <= TOL[dtype]
 
 
-@pytest.mark.parametrize("dtype, weight_decay", [(np.float64, 0.05), (np.float32, 0.0)], ids=["f64-decay", "f32"])
 @pytest.mark.parametrize("case", list(h.CASES))
-def test_torch_blocked_per_tensor_path_matches_reference(case, weight_decay, dtype, monkeypatch):
+def test_torch_blocked_per_tensor_path_matches_reference(case, monkeypatch, weight_decay=0.05, dtype=np.float64):
     """The per-tensor path splits a large CPU tensor into blocks (``torch_opt._base.blocks``);
     with 5-element blocks every tensor of the problem is split, with a short last block."""
     monkeypatch.setattr(torch_opt._base, "BLOCK", 5)
