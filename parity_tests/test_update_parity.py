@@ -43,42 +43,37 @@ def test_jax_matches_reference(case, weight_decay, dtype):
     assert h.max_rel_error(ours_jax, ref) <= TOL[dtype]
 
 
+def torch_error(case, weight_decay, dtype, foreach=None, fused=None):
+    """torch_opt's trajectory on one path against the reference's: the largest relative error."""
+    ref, _ = reference_and_jax(case, weight_decay, dtype)
+    key, group_kwargs = h.case_kwargs(case, weight_decay)
+    params, grads = h.make_problem(dtype=dtype)
+    with h.torch_default_dtype(dtype):
+        ours = h.trajectory(h.TorchStepper(h.torch_factory(key, "ours", foreach, fused), params, group_kwargs), grads)
+    return h.max_rel_error(ours, ref)
+
+
 @pytest.mark.parametrize("foreach", [False, True], ids=["single", "foreach"])
 @pytest.mark.parametrize("dtype", [np.float64, np.float32], ids=["f64", "f32"])
 @pytest.mark.parametrize("weight_decay", [0.0, 0.05], ids=["nodecay", "decay"])
 @pytest.mark.parametrize("case", list(h.CASES))
 def test_torch_matches_reference(case, weight_decay, dtype, foreach):
-    ref, _ = reference_and_jax(case, weight_decay, dtype)
-    key, group_kwargs = h.case_kwargs(case, weight_decay)
-    params, grads = h.make_problem(dtype=dtype)
-    with h.torch_default_dtype(dtype):
-        ours = h.trajectory(h.TorchStepper(h.torch_factory(key, "ours", foreach), params, group_kwargs), grads)
-    assert h.max_rel_error(ours, ref) <= TOL[dtype]
+    assert torch_error(case, weight_decay, dtype, foreach=foreach) <= TOL[dtype]
 
 
 @pytest.mark.parametrize("dtype", [np.float64, np.float32], ids=["f64", "f32"])
 @pytest.mark.parametrize("weight_decay", [0.0, 0.05], ids=["nodecay", "decay"])
 @pytest.mark.parametrize("case", h.FUSED_CASES)
 def test_torch_fused_matches_reference(case, weight_decay, dtype):
-    ref, _ = reference_and_jax(case, weight_decay, dtype)
-    key, group_kwargs = h.case_kwargs(case, weight_decay)
-    params, grads = h.make_problem(dtype=dtype)
-    with h.torch_default_dtype(dtype):
-        ours = h.trajectory(h.TorchStepper(h.torch_factory(key, "ours", fused=True), params, group_kwargs), grads)
-    assert h.max_rel_error(ours, ref) <= TOL[dtype]
+    assert torch_error(case, weight_decay, dtype, fused=True) <= TOL[dtype]
 
 
 @pytest.mark.parametrize("case", list(h.CASES))
-def test_torch_blocked_per_tensor_path_matches_reference(case, monkeypatch, weight_decay=0.05, dtype=np.float64):
+def test_torch_blocked_per_tensor_path_matches_reference(case, monkeypatch):
     """The per-tensor path splits a large CPU tensor into blocks (``torch_opt._base.blocks``);
     with 5-element blocks every tensor of the problem is split, with a short last block."""
     monkeypatch.setattr(torch_opt._base, "BLOCK", 5)
-    ref, _ = reference_and_jax(case, weight_decay, dtype)
-    key, group_kwargs = h.case_kwargs(case, weight_decay)
-    params, grads = h.make_problem(dtype=dtype)
-    with h.torch_default_dtype(dtype):
-        ours = h.trajectory(h.TorchStepper(h.torch_factory(key, "ours", False), params, group_kwargs), grads)
-    assert h.max_rel_error(ours, ref) <= TOL[dtype]
+    assert torch_error(case, 0.05, np.float64, foreach=False) <= F64_TOL
 
 
 def test_trajectories_move():

@@ -2,16 +2,12 @@
 
 import numpy as np
 import pytest
+from script_helpers import write_mnist
 
 
 @pytest.fixture(scope="session")
 def data_dir(tmp_path_factory):
-    folder = tmp_path_factory.mktemp("data")
-    rng = np.random.default_rng(0)
-    np.savez(folder / "mnist.npz", x_train=rng.integers(0, 256, (64, 28, 28), dtype=np.uint8),
-             y_train=rng.integers(0, 10, 64, dtype=np.uint8),
-             x_test=rng.integers(0, 256, (20, 28, 28), dtype=np.uint8), y_test=rng.integers(0, 10, 20, dtype=np.uint8))
-    return folder
+    return write_mnist(tmp_path_factory.mktemp("data"), 64)
 
 
 @pytest.fixture(scope="session")

@@ -70,3 +70,13 @@ def assert_same_run(run, reference, backend):
     weights, optimizer state, step, schedule position."""
     assert without_times(records(run)) == without_times(records(reference))
     assert_tree_equal(final_state(run, backend), final_state(reference, backend))
+
+
+def write_mnist(folder, num_train, num_test=20, seed=0):
+    """A random mnist.npz in the Keras layout in ``folder``; returns the folder."""
+    rng = np.random.default_rng(seed)
+    np.savez(folder / "mnist.npz", x_train=rng.integers(0, 256, (num_train, 28, 28), dtype=np.uint8),
+             y_train=rng.integers(0, 10, num_train, dtype=np.uint8),
+             x_test=rng.integers(0, 256, (num_test, 28, 28), dtype=np.uint8),
+             y_test=rng.integers(0, 10, num_test, dtype=np.uint8))
+    return folder

@@ -19,6 +19,7 @@ import shutil
 import numpy as np
 import pytest
 import torch
+from script_helpers import write_mnist
 
 import compare as script
 from jax_train import compare as jax_engine
@@ -34,12 +35,7 @@ BACKEND_RTOL = 1e-9  # torch vs JAX, float64 (SPEC.md's training-level bound)
 
 @pytest.fixture(scope="module")
 def data_dir(tmp_path_factory):
-    folder = tmp_path_factory.mktemp("compare_data")
-    rng = np.random.default_rng(3)
-    np.savez(folder / "mnist.npz", x_train=rng.integers(0, 256, (80, 28, 28), dtype=np.uint8),
-             y_train=rng.integers(0, 10, 80, dtype=np.uint8),
-             x_test=rng.integers(0, 256, (20, 28, 28), dtype=np.uint8), y_test=rng.integers(0, 10, 20, dtype=np.uint8))
-    return folder
+    return write_mnist(tmp_path_factory.mktemp("compare_data"), 80, seed=3)
 
 
 def run_args(data_dir, out, *extra):
