@@ -39,7 +39,8 @@ def parse_args(argv):
     p.add_argument("-rows", default=None, help="step/scaling: optimizer rows, comma-separated (default: all / "
                    f"{', '.join(SCALING_ROWS)}), of {', '.join(ROWS)}")
     p.add_argument("-backends", default="torch,jax", help="torch, jax or both")
-    p.add_argument("-budget_s", type=float, default=2.0, help="seconds of timed steps per measurement (at least 10)")
+    p.add_argument("-budget_s", type=float, default=1.0,
+                   help="seconds of timed steps per implementation (at least 5 rounds)")
     p.add_argument("-data_dir", default=None, help="train: folder of mnist.npz / cifar10.npz (default: offline MNIST)")
     args = p.parse_args(argv)
     args.sets = _choices("-sets", args.sets, STEP_SETS)
