@@ -71,18 +71,6 @@ def machine():
     return {"date": datetime.date.today().isoformat(), "cpu": cpu, "cores": os.cpu_count(), "versions": versions}
 
 
-def backend_modules(backends):
-    """The backends' benchmark modules, imported only when asked for."""
-    mods = {}
-    if "torch" in backends:
-        from torch_train import bench as torch_bench
-        mods["torch"] = torch_bench
-    if "jax" in backends:
-        from jax_train import bench as jax_bench
-        mods["jax"] = jax_bench
-    return mods
-
-
 def triads(mods, budget_s):
     out = []
     for backend, mod in mods.items():
@@ -126,7 +114,7 @@ def step_markdown(payload):
 
 def cmd_step(args):
     json_path = bench.new_output(Path(args.out) / "step.json", args.overwrite)
-    mods = backend_modules(args.backends)
+    mods = bench.backend_modules(args.backends)
     results = triads(mods, args.budget_s)
     results += measure(mods, args.rows or ROWS, [(s, bench.PARAM_SETS[s]()) for s in args.sets], args.budget_s)
     payload = {"machine": machine(), "results": bench.add_ratios(results)}
@@ -136,7 +124,7 @@ def cmd_step(args):
 
 def cmd_scaling(args):
     json_path = bench.new_output(Path(args.out) / "scaling.json", args.overwrite)
-    mods = backend_modules(args.backends)
+    mods = bench.backend_modules(args.backends)
     sets = [(f"{n:.0e}", bench.scaled_shapes(n)) for n in SCALING_SIZES]
     results = measure(mods, args.rows or SCALING_ROWS, sets, args.budget_s)
     payload = {"machine": machine(), "results": results}

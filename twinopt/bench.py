@@ -64,6 +64,19 @@ def scaled_shapes(total: int) -> list[tuple[int, ...]]:
     return [(max(1, round(n * scale)),) for n in base]
 
 
+def backend_modules(backends) -> dict:
+    """The backends' benchmark modules (``torch_train.bench``, ``jax_train.bench``), imported
+    only when asked for: this module imports neither backend."""
+    mods = {}
+    if "torch" in backends:
+        from torch_train import bench as torch_bench
+        mods["torch"] = torch_bench
+    if "jax" in backends:
+        from jax_train import bench as jax_bench
+        mods["jax"] = jax_bench
+    return mods
+
+
 def numel(shapes) -> int:
     return sum(math.prod(s) for s in shapes)
 

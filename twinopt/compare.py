@@ -45,7 +45,7 @@ import numpy as np
 from . import data, plots, training
 from .hparams import ROWS, split_row
 from .models import MODELS, model_sizes
-from .runs import atomic_write
+from .runs import atomic_write, jsonable
 
 PHASES = ("tune", "final")
 
@@ -103,12 +103,6 @@ def parse_row(row: str) -> tuple[str, bool]:
         raise CompareError(str(err)) from None
 
 
-def _jsonable(value):
-    if isinstance(value, dict):
-        return {k: _jsonable(v) for k, v in value.items()}
-    return [_jsonable(v) for v in value] if isinstance(value, (tuple, list)) else value
-
-
 @dataclasses.dataclass(frozen=True)
 class Protocol:
     """Everything that decides a run's result besides its row, learning rate and seed."""
@@ -151,7 +145,7 @@ class Protocol:
 
     def config(self) -> dict:
         """The settings as JSON values, with the grid centres and the selection rule they imply."""
-        return _jsonable({**dataclasses.asdict(self), "model": MODELS[self.dataset], "lr_centres": LR_CENTRES,
+        return jsonable({**dataclasses.asdict(self), "model": MODELS[self.dataset], "lr_centres": LR_CENTRES,
                           "split_seed": SPLIT_SEED, "selection": "best final val_acc of the tune runs"})
 
     def hash(self) -> str:

@@ -117,10 +117,11 @@ def npz_part(arrays, part):
     return {name.removeprefix(f"{part}/"): v for name, v in arrays.items() if name.startswith(f"{part}/")}
 
 
-def _jsonable(value):
+def jsonable(value):
+    """``value`` as JSON gives it back: tuples as lists, at any depth."""
     if isinstance(value, dict):
-        return {k: _jsonable(v) for k, v in value.items()}
-    return list(value) if isinstance(value, tuple) else value
+        return {k: jsonable(v) for k, v in value.items()}
+    return [jsonable(v) for v in value] if isinstance(value, (tuple, list)) else value
 
 
 class RunDir:
@@ -139,7 +140,7 @@ class RunDir:
         else:
             if writer:
                 self._refuse_non_empty()
-            self.config = {k: _jsonable(v) for k, v in vars(args).items()}
+            self.config = {k: jsonable(v) for k, v in vars(args).items()}
             self.config["backend"] = backend
 
     def _refuse_non_empty(self):
@@ -194,13 +195,13 @@ class RunDir:
         for key, default in defaults.items():
             if key in ("resume", "out_dir") or key not in self.config:
                 continue
-            given, stored = _jsonable(getattr(args, key)), self.config[key]
-            if key in TRAJECTORY_KEYS and given != stored and given != _jsonable(default):
+            given, stored = jsonable(getattr(args, key)), self.config[key]
+            if key in TRAJECTORY_KEYS and given != stored and given != jsonable(default):
                 raise SystemExit(
                     f"error: -resume: -{key} {given} differs from the run's {stored} ({path}); a resumed run "
                     "keeps its configuration: drop the flag, or start a new run in another -out_dir."
                 )
-            if given == _jsonable(default) or key in TRAJECTORY_KEYS:
+            if given == jsonable(default) or key in TRAJECTORY_KEYS:
                 setattr(args, key, tuple(stored) if isinstance(stored, list) else stored)
         if isinstance(args.optimizer_kwargs.get("betas"), list):
             args.optimizer_kwargs["betas"] = tuple(args.optimizer_kwargs["betas"])
@@ -220,7 +221,7 @@ class RunDir:
             raise CheckpointError(f"{path} does not record the run that wrote it: it is not a checkpoint of "
                                   f"train_{self.backend}.py")
         for key, value in self.fingerprint().items():
-            if _jsonable(stored.get(key)) != _jsonable(value):
+            if jsonable(stored.get(key)) != jsonable(value):
                 raise CheckpointError(
                     f"{path} was written by a run with -{key} {stored.get(key)}, but this run has {value}: it "
                     "belongs to another run. Move it out of the folder to resume from the checkpoint before it."

@@ -18,7 +18,7 @@ import sys
 import tempfile
 from pathlib import Path
 
-from twinopt import data
+from twinopt import bench, data
 from twinopt.models import MODELS
 
 BATCH_SIZE = 128
@@ -47,13 +47,7 @@ def script_samples_per_s(backend, dataset, num_train, data_dir, workdir) -> floa
 def run_all(data_dir, backends) -> list[dict]:
     """One record per (dataset, backend): script and textbook samples/s, the machine's matmul and
     conv GFLOP/s, and the model's training FLOPs per sample."""
-    mods = {}
-    if "torch" in backends:
-        from torch_train import bench as torch_bench
-        mods["torch"] = torch_bench
-    if "jax" in backends:
-        from jax_train import bench as jax_bench
-        mods["jax"] = jax_bench
+    mods = bench.backend_modules(backends)
     compute = {b: {"matmul_gflops": m.matmul_gflops(), "conv_gflops": m.conv_gflops()} for b, m in mods.items()}
     results = []
     with tempfile.TemporaryDirectory() as workdir:
