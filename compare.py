@@ -149,7 +149,8 @@ def speedup(args):
     print(f"vmapped {result['vmap']['train_s']:.1f} s, one after another {result['sequential']['train_s']:.1f} s "
           f"of training (compile {result['vmap']['compile_s']:.1f} s vs {result['sequential']['compile_s']:.1f} s): "
           f"speed-up {result['speedup_train']:.2f}x ({result['speedup_wall']:.2f}x wall); largest relative "
-          f"difference of the per-step losses {result['max_rel_loss_diff']:.1e}; written to {args.out}")
+          f"difference of the per-step losses {result['max_rel_loss_diff']:.1e} (first step above "
+          f"{compare.SEPARATE_RTOL:g} per run: {result['first_step_apart']}); written to {args.out}")
 
 
 def main(argv=None):

@@ -213,6 +213,8 @@ def test_speedup_writes_its_measurement(data_dir, tmp_path):
     for mode in ("vmap", "sequential"):
         assert result[mode]["train_s"] > 0 and result[mode]["compile_s"] > 0
     assert result["speedup_train"] > 0 and result["max_rel_loss_diff"] <= VMAP_RTOL
+    assert result["first_step_apart"] == [None, None]
+    assert result["vmap"]["final_train_loss"] == pytest.approx(result["sequential"]["final_train_loss"], rel=VMAP_RTOL)
 
 
 def test_validation_split():

@@ -72,19 +72,21 @@ def curves(path, title, final_runs: dict):
 
 
 def lr_sensitivity(path, title, tuning: dict):
-    """Final validation accuracy of each tune run against its learning rate (log x), one line per
-    row; the chosen learning rate is the filled marker."""
+    """Final validation error (100 - accuracy, %) of each tune run against its learning rate, one
+    line per row; the chosen learning rate is the filled marker. Both axes are logarithmic: on a
+    linear accuracy axis a diverged run at chance squeezes the good runs, 1% apart, into one line."""
     fig = _figure(10, 5.5)
     ax = fig.subplots()
     for row, (records, chosen) in tuning.items():
         lrs = [r["lr"] for r in records]
-        accs = [100 * r["epochs"][-1]["val_acc"] for r in records]
+        errors = [100 * (1 - r["epochs"][-1]["val_acc"]) for r in records]
         line_style = style(row)
-        ax.plot(lrs, accs, marker="o", markersize=3, markerfacecolor="none", label=row, **line_style)
-        ax.plot([chosen], [accs[lrs.index(chosen)]], marker="o", color=line_style["color"], markersize=7)
+        ax.plot(lrs, errors, marker="o", markersize=3, markerfacecolor="none", label=row, **line_style)
+        ax.plot([chosen], [errors[lrs.index(chosen)]], marker="o", color=line_style["color"], markersize=7)
     ax.set_xscale("log")
+    ax.set_yscale("log")
     ax.set_xlabel("learning rate")
-    ax.set_ylabel("final validation accuracy (%)")
+    ax.set_ylabel("final validation error (%), log scale")
     ax.grid(alpha=0.3, which="both")
     ax.set_title(f"{title}: learning-rate sensitivity (filled: chosen)")
     fig.legend(loc="outside right center", fontsize="small")
