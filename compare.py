@@ -23,6 +23,7 @@ import sys
 
 from twinopt import compare, data
 from twinopt.compare import DEFAULTS, ROWS
+from twinopt.hparams import LOOKAHEAD_ALPHA, LOOKAHEAD_K
 from twinopt.runs import atomic_write
 
 
@@ -59,8 +60,8 @@ def _add_problem_args(p):
     p.add_argument("-tune_seed", type=int, default=0)
     p.add_argument("-seeds", type=_list(int), help="seeds of the final runs (default 0,1,2)")
     p.add_argument("-no_augment", action="store_true", help="CIFAR: no random crops and flips")
-    p.add_argument("-lookahead_k", type=int, default=5)
-    p.add_argument("-lookahead_alpha", type=float, default=0.5)
+    p.add_argument("-lookahead_k", type=int, default=LOOKAHEAD_K)
+    p.add_argument("-lookahead_alpha", type=float, default=LOOKAHEAD_ALPHA)
     p.add_argument("-mlp_hidden", type=_list(int), help="MLP hidden sizes (default 1000,500,100)")
     p.add_argument("-cnn_channels", type=_list(int), help="CNN conv channels (default 64,96,128)")
     p.add_argument("-cnn_dense", type=_list(int), help="CNN dense sizes (default 512,256)")

@@ -14,7 +14,7 @@ from flax import nnx
 import jax_opt
 from jax_train.models import build_model
 from twinopt import bench, data
-from twinopt.hparams import split_row
+from twinopt.hparams import LOOKAHEAD_ALPHA, LOOKAHEAD_K, split_row
 from twinopt.models import INPUT_SHAPES, MODELS
 
 LR = 1e-3
@@ -36,13 +36,13 @@ def implementations(row):
     key, lookahead = split_row(row)
     ours = jax_opt.OPTIMIZERS[key](learning_rate=LR)
     if lookahead:
-        ours = jax_opt.lookahead(ours, sync_period=bench.LOOKAHEAD_K, slow_step_size=bench.LOOKAHEAD_ALPHA)
+        ours = jax_opt.lookahead(ours, sync_period=LOOKAHEAD_K, slow_step_size=LOOKAHEAD_ALPHA)
     out = [("ours", "jax_opt jit", ours, None)]
     if key in OPTAX:
         name, presets = OPTAX[key]
         tx = getattr(optax, name)(LR, **presets)
         if lookahead:
-            tx = optax.lookahead(tx, sync_period=bench.LOOKAHEAD_K, slow_step_size=bench.LOOKAHEAD_ALPHA)
+            tx = optax.lookahead(tx, sync_period=LOOKAHEAD_K, slow_step_size=LOOKAHEAD_ALPHA)
             out.append(("peer", f"optax.lookahead({name}) jit", tx, _lookahead_params))
         else:
             out.append(("peer", f"optax.{name} jit", tx, None))

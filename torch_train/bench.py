@@ -11,7 +11,7 @@ import torch
 import torch_opt
 from torch_train.models import build_model
 from twinopt import bench, data
-from twinopt.hparams import KEY_PRESETS, split_row
+from twinopt.hparams import KEY_PRESETS, LOOKAHEAD_ALPHA, LOOKAHEAD_K, split_row
 from twinopt.models import MODELS
 
 # The torch.optim class of each key it has, with the key's presets.
@@ -63,14 +63,14 @@ def _lookahead_peers():
     out = []
     try:
         import torch_optimizer
-        out.append(("torch-optimizer", lambda inner: torch_optimizer.Lookahead(inner, k=bench.LOOKAHEAD_K,
-                                                                               alpha=bench.LOOKAHEAD_ALPHA)))
+        out.append(("torch-optimizer",
+                    lambda inner: torch_optimizer.Lookahead(inner, k=LOOKAHEAD_K, alpha=LOOKAHEAD_ALPHA)))
     except ImportError:
         pass
     try:
         import pytorch_optimizer
-        out.append(("pytorch_optimizer", lambda inner: pytorch_optimizer.Lookahead(inner, k=bench.LOOKAHEAD_K,
-                                                                                   alpha=bench.LOOKAHEAD_ALPHA)))
+        out.append(("pytorch_optimizer",
+                    lambda inner: pytorch_optimizer.Lookahead(inner, k=LOOKAHEAD_K, alpha=LOOKAHEAD_ALPHA)))
     except ImportError:
         pass
     return out
@@ -94,7 +94,7 @@ def implementations(row):
     fastest_inner = peers[-1] if key in TORCH_OPTIM else None
 
     def wrap_ours(params):
-        return torch_opt.Lookahead(fastest_ours[1](params), k=bench.LOOKAHEAD_K, alpha=bench.LOOKAHEAD_ALPHA,
+        return torch_opt.Lookahead(fastest_ours[1](params), k=LOOKAHEAD_K, alpha=LOOKAHEAD_ALPHA,
                                    foreach=True)
 
     out = [("ours", f"Lookahead(foreach) of {fastest_ours[0]}", wrap_ours)]

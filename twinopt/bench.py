@@ -18,10 +18,8 @@ import statistics
 import time
 from pathlib import Path
 
-from twinopt.hparams import split_row
+from twinopt.hparams import LOOKAHEAD_K, split_row
 from twinopt.models import param_shapes
-
-LOOKAHEAD_K, LOOKAHEAD_ALPHA = 5, 0.5  # the training scripts' defaults
 
 # Param-shaped arrays each algorithm keeps (as torch_opt stores them; tests check this table
 # against the optimizers' actual state): AggMo keeps one velocity per beta (3 by default).

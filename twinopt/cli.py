@@ -7,7 +7,7 @@ import argparse
 import re
 
 from .data import SOURCES
-from .hparams import KEY_ARGS, KEY_PRESETS, KEYS
+from .hparams import KEY_ARGS, KEY_PRESETS, KEYS, LOOKAHEAD_ALPHA, LOOKAHEAD_K
 from .schedules import SCHEDULES
 
 # Optimizer hyperparameters offered as flags (torch names), with their parsers.
@@ -51,8 +51,8 @@ def build_parser(backend: str) -> argparse.ArgumentParser:
     for name in _BOOL_HPARAMS:
         p.add_argument(f"-{name}", action="store_true", default=None, help="optimizer option")
     p.add_argument("-lookahead", action="store_true", help="wrap the optimizer in Lookahead")
-    p.add_argument("-lookahead_k", type=int, default=5, help="Lookahead: sync period k")
-    p.add_argument("-lookahead_alpha", type=float, default=0.5, help="Lookahead: slow step size alpha")
+    p.add_argument("-lookahead_k", type=int, default=LOOKAHEAD_K, help="Lookahead: sync period k")
+    p.add_argument("-lookahead_alpha", type=float, default=LOOKAHEAD_ALPHA, help="Lookahead: slow step size alpha")
     p.add_argument("-schedule", choices=SCHEDULES, default="constant",
                    help="learning-rate schedule over all steps: constant, step (x0.1 at 50%% and 75%%), cosine to 0")
     p.add_argument("-dtype", choices=("float32", "float64"), default="float32")

@@ -43,7 +43,7 @@ from pathlib import Path
 import numpy as np
 
 from . import data, plots, training
-from .hparams import ROWS, split_row
+from .hparams import LOOKAHEAD_ALPHA, LOOKAHEAD_K, ROWS, split_row
 from .models import MODELS, model_sizes
 from .runs import atomic_write, jsonable
 
@@ -163,7 +163,7 @@ class Protocol:
 
 def make_protocol(dataset, backend, *, num_train=None, num_val=None, batch_size=128, lr_factors=None,
                   tune_epochs=None, final_epochs=None, tune_seed=0, seeds=None, dtype="float32", augment=True,
-                  lookahead_k=5, lookahead_alpha=0.5, **sizes) -> Protocol:
+                  lookahead_k=LOOKAHEAD_K, lookahead_alpha=LOOKAHEAD_ALPHA, **sizes) -> Protocol:
     """A Protocol with the dataset's :data:`DEFAULTS` for the settings left as None."""
     if dataset not in DEFAULTS:
         raise CompareError(f"unknown dataset {dataset!r}; choose from: {', '.join(DEFAULTS)}")

@@ -19,6 +19,8 @@ KEYS = (
 # The rows of the comparisons (benchmarks, results, trajectories): every key, and Lookahead
 # around SGD momentum and around Adam.
 LOOKAHEAD_SUFFIX = "+lookahead"
+# Lookahead's defaults in both backends and every script (Zhang et al. 2019; SPEC.md).
+LOOKAHEAD_K, LOOKAHEAD_ALPHA = 5, 0.5
 ROWS = KEYS + ("momentum" + LOOKAHEAD_SUFFIX, "adam" + LOOKAHEAD_SUFFIX)
 
 

@@ -18,10 +18,10 @@ from typing import NamedTuple
 
 import numpy as np
 
-from .hparams import ROWS
+from .hparams import LOOKAHEAD_ALPHA, LOOKAHEAD_K, ROWS
 
 # One row per optimizer key, plus Lookahead around two of them; each with its defaults but lr.
-LOOKAHEAD = {"sync_period": 5, "slow_step_size": 0.5}
+LOOKAHEAD = {"sync_period": LOOKAHEAD_K, "slow_step_size": LOOKAHEAD_ALPHA}
 # The grid each row's learning rate is tuned on: 8 a decade from 1e-5 to 100 (AdaDelta's
 # useful learning rates are near 1-100, SGD's on Rosenbrock near 1e-3).
 LEARNING_RATES = tuple(float(lr) for lr in np.logspace(-5, 2, 57))

@@ -1,0 +1,28 @@
+"""The committed comparison (results/): each dataset's protocol ran to the end, and the tables in
+``results/<dataset>/results.md`` and in the README's Results section are the ones ``compare.py
+report`` builds from the committed records, so neither can drift from the runs."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+
+from twinopt import compare
+
+ROOT = Path(__file__).resolve().parent.parent
+
+
+@pytest.mark.parametrize("dataset", sorted(compare.DEFAULTS))
+def test_tables_are_rebuilt_from_the_committed_records(dataset):
+    stored, records = compare.load_records(ROOT / "results", dataset)
+    summary = compare.summarize(records)
+    config = stored["config"]
+    assert list(summary) == list(compare.ROWS)
+    for row, entry in summary.items():
+        assert len(entry["tune"]) == len(config["lr_factors"]), row
+        assert [r["seed"] for r in entry["final"]] == config["seeds"], row
+    text = compare.table(stored, summary)
+    assert (ROOT / "results" / dataset / "results.md").read_text() == text
+    rows = "\n".join(line for line in text.splitlines() if line.startswith("|"))
+    assert rows in (ROOT / "README.md").read_text(), f"README's {dataset} table differs from `compare.py report`'s"
