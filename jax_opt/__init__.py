@@ -3,12 +3,14 @@
 Every factory returns an ``optax.GradientTransformation`` (state: NamedTuples of arrays) that
 works under ``jax.jit``, ``optax.chain``, ``optax.inject_hyperparams`` and
 ``optax.MultiSteps``; ``learning_rate`` is a float or an optax schedule. ``OPTIMIZERS`` maps
-each key of SPEC.md to its factory (the same keys as ``torch_opt.OPTIMIZERS``).
+each key of the registry (``twinopt.registry.OPTIM_DB``) to its factory (the same keys as
+``torch_opt.OPTIMIZERS``).
 """
 
 import functools
+import importlib
 
-from twinopt.hparams import KEY_PRESETS
+from twinopt.registry import OPTIM_DB
 
 from .adabound import adabound, amsbound, scale_by_adabound
 from .adadelta import adadelta, scale_by_adadelta
@@ -23,23 +25,15 @@ from .radam import radam, scale_by_radam
 from .rmsprop import rmsprop, scale_by_rmsprop
 from .sgd import sgd
 
-OPTIMIZERS = {
-    "sgd": sgd,
-    "momentum": functools.partial(sgd, **KEY_PRESETS["momentum"]),
-    "nesterov": functools.partial(sgd, **KEY_PRESETS["nesterov"]),
-    "adagrad": adagrad,
-    "adadelta": adadelta,
-    "rmsprop": rmsprop,
-    "adam": adam,
-    "amsgrad": amsgrad,
-    "adamax": adamax,
-    "adamw": adamw,
-    "nadam": nadam,
-    "radam": radam,
-    "adabound": adabound,
-    "amsbound": amsbound,
-    "aggmo": aggmo,
-}
+
+
+def _factory(info):
+    """The key's factory: the module's function, with the key's presets where it has them."""
+    factory = getattr(importlib.import_module(f".{info.module}", __name__), info.jax)
+    return functools.partial(factory, **info.jax_presets) if info.jax_presets else factory
+
+
+OPTIMIZERS = {info.key: _factory(info) for info in OPTIM_DB}
 
 __all__ = [
     "OPTIMIZERS", "LookaheadState", "adabound", "adadelta", "adagrad", "adam", "adamax", "adamw", "aggmo",

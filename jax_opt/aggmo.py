@@ -13,7 +13,7 @@ velocities are summed in index order. Separate arrays, not one stacked ``(K, *p.
 per param as torch_opt.AggMo's ``momentum_buffer``: XLA:CPU updates separate arrays in place with
 elementwise fusions, but reads and rewrites a stacked one in several passes, about 10x slower
 (ResNet-18's 11.7M float32 params, K = 3, a jitted and donated step: ~45 ms, ~410 ms stacked).
-``twinopt.convert`` stacks and splits them between the layouts; ``jax_train.convert.split_stacked``
+``twinopt.convert`` stacks and splits them between the layouts; ``jax_train.checkpoints.split_stacked``
 reads states saved in the stacked layout (train_jax.py checkpoints written before). Different
 ``aggmo`` instances (e.g. per ``optax.multi_transform`` label) may have betas of different lengths.
 

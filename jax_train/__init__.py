@@ -1,1 +1,2 @@
-"""JAX side of the training scripts: Flax NNX models and weight conversion (imports jax/flax, never torch)."""
+"""JAX side of the training scripts: Flax NNX models, the training loop (train.py), its checkpoints and the
+conversion to and from torch's layouts (checkpoints.py); imports jax/flax, never torch."""

@@ -2,7 +2,7 @@
 
 Inputs are NHWC. Kernels are Flax's: Linear ``(in, out)``, Conv ``(kh, kw, in, out)``; the CNN
 flattens its NHWC feature map as ``(H, W, C)``. ``build_model`` loads ``twinopt.models.init_params``
-through ``jax_train.convert``, so both backends start from the same weights.
+through ``jax_train.checkpoints``, so both backends start from the same weights.
 """
 
 from __future__ import annotations
@@ -61,7 +61,7 @@ class CNN(nnx.Module):
     def __call__(self, x: jax.Array) -> jax.Array:
         for i in range(1, self.num_convs + 1):
             x = max_pool_same(nnx.relu(getattr(self, f"conv{i}")(x)))
-        x = x.reshape(x.shape[0], -1)  # (H, W, C); convert.py permutes fc1 from torch's (C, H, W)
+        x = x.reshape(x.shape[0], -1)  # (H, W, C); checkpoints.py permutes fc1 from torch's (C, H, W)
         for i in range(1, self.num_dense):
             x = nnx.relu(getattr(self, f"fc{i}")(x))
         return getattr(self, f"fc{self.num_dense}")(x)
@@ -73,7 +73,7 @@ def build_model(model_name: str, seed: int, dtype=jnp.float32, **sizes) -> MLP |
     ``sizes``: ``hidden`` (MLP), ``channels``/``dense`` (CNN), ``num_classes``; None means default.
     Params (and the computation) are in ``dtype``; float64 needs ``jax_enable_x64``.
     """
-    from jax_train.convert import load_torch_state_dict
+    from jax_train.checkpoints import load_torch_state_dict
 
     if jnp.dtype(dtype).itemsize > 4 and not jax.config.jax_enable_x64:
         raise ValueError(f"dtype {jnp.dtype(dtype).name} needs jax.config.update('jax_enable_x64', True)")

@@ -18,7 +18,6 @@ The functions, the tuning rule, the file and the plots are in ``twinopt.surfaces
 
 from __future__ import annotations
 
-import argparse
 import functools
 import time
 from pathlib import Path
@@ -29,8 +28,8 @@ import numpy as np
 import optax
 
 import jax_opt
-from twinopt import surfaces
-from twinopt.hparams import split_row
+from twinopt import cli, surfaces
+from twinopt.registry import split_row
 
 
 def optimizer(row: str, learning_rate) -> optax.GradientTransformation:
@@ -75,7 +74,7 @@ def run_all(steps: int, learning_rates=surfaces.LEARNING_RATES, rows=surfaces.RO
 
 
 def main(argv=None) -> None:
-    parser = argparse.ArgumentParser(
+    parser = cli.ArgumentParser(
         prog="python -m jax_train.surfaces",
         description="Run every optimizer on the 2-D Rosenbrock and Rastrigin functions, with the learning rate "
         "tuned per optimizer; write trajectories.json, rosenbrock.png and rastrigin.png. An -out folder that "

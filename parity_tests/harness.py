@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import contextlib
 import functools
+import importlib
 import inspect
 
 import jax
@@ -20,69 +21,48 @@ import torch
 
 import jax_opt
 import torch_opt
-from twinopt.hparams import KEY_PRESETS, to_jax_kwargs
+from twinopt import registry
+from twinopt.registry import to_jax_kwargs
 
-from . import reference
 
 SHAPES = ([(5,), (4, 3)], [(2, 3, 2), ()])
 GRAD_SCALES = ([1.0, 0.1], [3.0, 1e-3])
 STEPS = 120
 
-# case id -> (key, hyperparameters of group 0, of group 1), torch names. Group 1 changes
-# every hyperparameter the algorithm has, so a mix-up between groups shows.
-CASES = {
-    "sgd": ("sgd", {"lr": 0.05}, {"lr": 0.01}),
-    "momentum": ("momentum", {"lr": 0.05}, {"lr": 0.01, "momentum": 0.5, "dampening": 0.3}),
-    "nesterov": ("nesterov", {"lr": 0.05}, {"lr": 0.02, "momentum": 0.7}),
-    "adagrad": ("adagrad", {"lr": 0.1},
-                {"lr": 0.05, "lr_decay": 0.01, "initial_accumulator_value": 0.1, "eps": 1e-6}),
-    "adadelta": ("adadelta", {"lr": 1.0}, {"lr": 0.5, "rho": 0.8, "eps": 1e-5}),
-    "rmsprop": ("rmsprop", {"lr": 0.01}, {"lr": 0.005, "alpha": 0.9, "eps": 1e-6}),
-    "rmsprop-momentum": ("rmsprop", {"lr": 0.01, "momentum": 0.9}, {"lr": 0.005, "alpha": 0.9, "momentum": 0.5}),
-    "rmsprop-centered": ("rmsprop", {"lr": 0.01, "centered": True},
-                         {"lr": 0.005, "alpha": 0.9, "momentum": 0.8, "centered": True}),
-    "adam": ("adam", {"lr": 0.01}, {"lr": 0.005, "betas": (0.8, 0.99), "eps": 1e-6}),
-    "amsgrad": ("amsgrad", {"lr": 0.01}, {"lr": 0.005, "betas": (0.8, 0.99), "eps": 1e-6}),
-    "adamax": ("adamax", {"lr": 0.01}, {"lr": 0.005, "betas": (0.8, 0.99), "eps": 1e-6}),
-    "adamw": ("adamw", {"lr": 0.01}, {"lr": 0.005, "betas": (0.8, 0.99), "eps": 1e-6, "amsgrad": True}),
-    "nadam": ("nadam", {"lr": 0.01},
-              {"lr": 0.005, "betas": (0.8, 0.99), "eps": 1e-6, "momentum_decay": 1e-2}),
-    "nadam-decoupled": ("nadam", {"lr": 0.01, "decoupled_weight_decay": True},
-                        {"lr": 0.005, "betas": (0.8, 0.99), "decoupled_weight_decay": True}),
-    "radam": ("radam", {"lr": 0.01}, {"lr": 0.005, "betas": (0.8, 0.99), "eps": 1e-6}),
-    "radam-decoupled": ("radam", {"lr": 0.01, "decoupled_weight_decay": True},
-                        {"lr": 0.005, "betas": (0.8, 0.99), "decoupled_weight_decay": True}),
-    "adabound": ("adabound", {"lr": 0.01},
-                 {"lr": 0.005, "betas": (0.8, 0.99), "final_lr": 0.05, "gamma": 1e-2, "eps": 1e-6}),
-    "amsbound": ("amsbound", {"lr": 0.01},
-                 {"lr": 0.005, "betas": (0.8, 0.99), "final_lr": 0.05, "gamma": 1e-2, "eps": 1e-6}),
-    "aggmo": ("aggmo", {"lr": 0.05}, {"lr": 0.02, "betas": (0.0, 0.5, 0.9, 0.95)}),
-}
-
-def torch_adagrad_per_group(param_groups, **kwargs):
-    """torch.optim.Adagrad fills every accumulator from the constructor's
-    initial_accumulator_value and ignores a group's own; ours (both backends) use the group's.
-    The reference is torch.optim's arithmetic with each group's accumulator filled as given."""
-    opt = torch.optim.Adagrad(param_groups, **kwargs)
-    for group in opt.param_groups:
-        for p in group["params"]:
-            opt.state[p]["sum"].fill_(group["initial_accumulator_value"])
-    return opt
+# case id -> (key, hyperparameters of group 0, of group 1), torch names: every registry entry's
+# cases (twinopt.registry.OptimizerInfo.cases).
+CASES = registry.CASES
 
 
-# Where torch.optim has the algorithm, it is the reference.
-TORCH_REFERENCE = {
-    "sgd": torch.optim.SGD, "momentum": torch.optim.SGD, "nesterov": torch.optim.SGD,
-    "adagrad": torch_adagrad_per_group, "adadelta": torch.optim.Adadelta, "rmsprop": torch.optim.RMSprop,
-    "adam": torch.optim.Adam, "amsgrad": torch.optim.Adam, "adamax": torch.optim.Adamax,
-    "adamw": torch.optim.AdamW, "nadam": torch.optim.NAdam, "radam": torch.optim.RAdam,
-}
-REFERENCE_NAMES = {
-    **{key: f"torch.optim.{cls.__name__}" for key, cls in TORCH_REFERENCE.items() if key != "adagrad"},
-    "adagrad": "torch.optim.Adagrad (accumulator per group)",
-    **{key: "NumPy (parity_tests/reference.py)" for key in ("adabound", "amsbound", "aggmo")},
-}
-NUMPY_REFERENCE = {"adabound": reference.AdaBound, "amsbound": reference.AdaBound, "aggmo": reference.AggMo}
+def load(target):
+    """The class at a registry dotted path: ``torch.optim.Adam``, ``parity_tests.reference.AggMo``."""
+    module, _, name = target.rpartition(".")
+    return getattr(importlib.import_module(module), name)
+
+
+def reference_name(key) -> str:
+    info = registry.INFO[key]
+    init = "".join(f" ({entry} per group)" for entry in info.reference_init)
+    return f"{info.reference}{init}" if info.torch_reference else f"NumPy ({info.reference})"
+
+
+def torch_reference(key):
+    """``make(param_groups, **kwargs)``: the key's torch.optim reference with its presets, each
+    state entry of ``reference_init`` filled from its group's hyperparameter (torch.optim.Adagrad
+    fills every accumulator from the constructor's initial_accumulator_value and ignores a group's
+    own; ours, in both backends, use the group's)."""
+    info = registry.INFO[key]
+    cls = load(info.reference)
+
+    def make(param_groups, **kwargs):
+        opt = cls(param_groups, **info.presets, **kwargs)
+        for group in opt.param_groups:
+            for p in group["params"]:
+                for entry, hparam in info.reference_init.items():
+                    opt.state[p][entry].fill_(group[hparam])
+        return opt
+
+    return make
 
 
 def case_kwargs(case, weight_decay):
@@ -156,11 +136,10 @@ FUSED_CASES = [case for case, (key, *_) in CASES.items() if has_fused(key)]
 
 def torch_factory(key, backend="ours", foreach=None, fused=None):
     """``make(param_groups)`` for torch_opt (``ours``) or the reference torch.optim class."""
-    presets = KEY_PRESETS.get(key, {})
     if backend == "ours":
         path = {"fused": True} if fused else {"foreach": foreach}
         return functools.partial(torch_opt.OPTIMIZERS[key], **path)
-    return functools.partial(TORCH_REFERENCE[key], **presets, foreach=foreach)
+    return functools.partial(torch_reference(key), foreach=foreach)
 
 
 def jax_transform(key, group_kwargs, wrap=None):
@@ -223,9 +202,9 @@ def max_rel_error(traj_a, traj_b):
 
 
 def reference_stepper(key, params, group_kwargs, foreach=False):
-    if key in NUMPY_REFERENCE:
-        presets = KEY_PRESETS.get(key, {})
-        return NUMPY_REFERENCE[key](params, [{**presets, **kw} for kw in group_kwargs])
+    info = registry.INFO[key]
+    if not info.torch_reference:
+        return load(info.reference)(params, [{**info.presets, **kw} for kw in group_kwargs])
     return TorchStepper(torch_factory(key, "torch", foreach), params, group_kwargs)
 
 
@@ -277,7 +256,7 @@ def run_scheduled(case, schedule, dtype=np.float64, foreach=False, steps=STEPS):
     with torch_default_dtype(dtype):
         ours_torch = trajectory(
             TorchStepper(torch_factory(key, "ours", foreach), params, group_kwargs, torch_sched), grads)
-        if key in NUMPY_REFERENCE:
+        if not registry.INFO[key].torch_reference:
             ref_stepper = ScheduledReference(
                 reference_stepper(key, params, group_kwargs), [optax_sched(kw["lr"]) for kw in group_kwargs])
         else:
@@ -300,6 +279,7 @@ def run_lookahead(case, dtype=np.float64, foreach=False, k=5, alpha=0.6, fused=F
             return torch_opt.Lookahead(inner, k, alpha, foreach=foreach)
 
         ours_torch = trajectory(TorchStepper(make, params, group_kwargs), grads)
-        ref = trajectory(reference.Lookahead(reference_stepper(key, params, group_kwargs), k, alpha), grads)
+        lookahead = load(registry.LOOKAHEAD_REFERENCE)
+        ref = trajectory(lookahead(reference_stepper(key, params, group_kwargs), k, alpha), grads)
     ours_jax = trajectory(JaxStepper(jax_opt.lookahead(jax_transform(key, group_kwargs), k, alpha), params), grads)
     return ours_torch, ours_jax, ref

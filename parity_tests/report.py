@@ -46,8 +46,8 @@ def main():
     rows = {}
     print("| case | reference | torch_opt f64 | jax_opt f64 | torch_opt f32 | jax_opt f32 |")
     print("|---|---|---|---|---|---|")
-    rows_to_run = [(case, h.REFERENCE_NAMES[key], plain(case)) for case, (key, _, _) in h.CASES.items()]
-    rows_to_run += [(f"lookahead({case})", f"NumPy Algorithm 1 around {h.REFERENCE_NAMES[key]}", with_lookahead(case))
+    rows_to_run = [(case, h.reference_name(key), plain(case)) for case, (key, _, _) in h.CASES.items()]
+    rows_to_run += [(f"lookahead({case})", f"NumPy Algorithm 1 around {h.reference_name(key)}", with_lookahead(case))
                     for case, (key, _, _) in h.CASES.items()]
     for name, ref, runs in rows_to_run:
         rows[name] = measure(runs)

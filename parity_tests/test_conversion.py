@@ -1,4 +1,4 @@
-"""The conversion API (``jax_train.convert``, ``twinopt.convert``, ``torch_train.convert``):
+"""The conversion API (``jax_train.checkpoints``, ``twinopt.convert``, ``torch_train.checkpoints``):
 optimizer states of every key, Lookahead and lr schedules moved between the backends.
 
 - Round trips are exact: a torch state converted to JAX and back is the same state, bit for bit.
@@ -22,12 +22,12 @@ import jax
 import jax.numpy as jnp
 import jax_opt
 import torch_opt
-from jax_train import convert as jconvert
+from jax_train import checkpoints as jconvert
 from jax_train import models as jm
-from torch_train import convert as tconvert
+from torch_train import checkpoints as tconvert
 from torch_train import models as tm
 from twinopt.convert import ConversionError
-from twinopt.hparams import KEYS, to_jax_kwargs
+from twinopt.registry import KEYS, to_jax_kwargs
 from twinopt.schedules import lr_factor
 
 TOL = 1e-12

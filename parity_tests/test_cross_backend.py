@@ -17,13 +17,13 @@ import optax
 import pytest
 import torch
 
-import train_jax
-import train_torch
-from jax_train import convert as jconvert
+from jax_train import checkpoints as jconvert
 from jax_train import models as jm
+from jax_train import train as train_jax
 from torch_train import models as tm
+from torch_train import train as train_torch
 from twinopt import data, runs
-from twinopt.hparams import KEYS
+from twinopt.registry import KEYS
 
 TOL = 1e-9  # SPEC.md, float64
 BATCH, IMAGES, EPOCHS, STOP = 8, 48, 2, 4  # 6 steps an epoch, 12 in all, stopped after step 4

@@ -6,7 +6,7 @@ import pytest
 
 from . import harness as h
 from .harness import run_lookahead
-from .test_update_parity import TOL
+from .test_update_parity import tol
 
 
 @pytest.mark.parametrize("foreach", [False, True], ids=["single", "foreach"])
@@ -14,15 +14,15 @@ from .test_update_parity import TOL
 @pytest.mark.parametrize("case", list(h.CASES))
 def test_lookahead_parity(case, dtype, foreach):
     ours_torch, ours_jax, ref = run_lookahead(case, dtype, foreach)
-    assert h.max_rel_error(ours_torch, ref) <= TOL[dtype]
-    assert h.max_rel_error(ours_jax, ref) <= TOL[dtype]
+    assert h.max_rel_error(ours_torch, ref) <= tol(case, dtype)
+    assert h.max_rel_error(ours_jax, ref) <= tol(case, dtype)
 
 
 @pytest.mark.parametrize("dtype", [np.float64, np.float32], ids=["f64", "f32"])
 @pytest.mark.parametrize("case", h.FUSED_CASES)
 def test_lookahead_around_fused_parity(case, dtype):
     ours_torch, _, ref = run_lookahead(case, dtype, foreach=True, fused=True)
-    assert h.max_rel_error(ours_torch, ref) <= TOL[dtype]
+    assert h.max_rel_error(ours_torch, ref) <= tol(case, dtype)
 
 
 def test_lookahead_differs_from_inner_alone():

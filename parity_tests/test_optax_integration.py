@@ -14,7 +14,7 @@ import torch
 
 import jax_opt
 import torch_opt
-from twinopt.hparams import KEYS, to_jax_kwargs
+from twinopt.registry import KEYS, to_jax_kwargs
 
 from . import harness as h
 from .test_update_parity import F64_TOL

@@ -27,7 +27,8 @@ from hypothesis import strategies as st
 
 import jax_opt
 import torch_opt
-from twinopt.hparams import KEYS, to_jax_kwargs
+from twinopt import registry
+from twinopt.registry import KEYS, to_jax_kwargs
 
 from . import harness as h
 from .test_update_parity import F32_TOL, F64_TOL
@@ -88,44 +89,48 @@ def hparams(optional, required=None):
     return st.fixed_dictionaries(required, optional={"weight_decay": WEIGHT_DECAY, **optional})
 
 
+def arg_strategies(dtype):
+    """A strategy per hyperparameter name (torch names), inside the ranges the validators accept."""
+    return {
+        "momentum": MOMENTUM, "dampening": UNIT, "eps": EPS, "rho": UNIT, "alpha": RMSPROP_ALPHA,
+        "lr_decay": zero_or(log_uniform(1e-4, 1.0)), "initial_accumulator_value": zero_or(log_uniform(1e-6, 10.0)),
+        "betas": beta_pairs(dtype), "momentum_decay": zero_or(log_uniform(1e-4, 0.1)),
+        "final_lr": zero_or(log_uniform(1e-3, 1.0)), "gamma": log_uniform(1e-4, 0.5),
+        **{name: st.booleans() for name, default in registry.HPARAMS.items() if isinstance(default, bool)},
+    }
+
+
+# Where a key's valid range is narrower than its arguments' strategies, or needs a shape of its own.
+KEY_STRATEGIES = {
+    "nesterov": lambda args: hparams({**args, "momentum": st.floats(0.01, 0.99)}),  # Nesterov needs momentum > 0
+    "rmsprop": lambda args: st.one_of(
+        hparams({name: args[name] for name in ("alpha", "eps", "momentum")}),
+        # Centered: a = sqrt(v - m * m) + eps. The weights of the averages sum to 1 - alpha^t, so when
+        # alpha^t is small and the gradients alike (a repeated gradient, or g = wd * p while the drawn
+        # one is zero), v - m * m is a difference of nearly equal numbers: as little as
+        # alpha^t (1 - alpha^t) g^2. torch's addcmul rounds once where jax_opt rounds m * m first, so
+        # the backends part by ~eps_machine / alpha^t, and once that passes 1 the rounding turns
+        # v - m * m negative and torch.optim.RMSprop itself returns NaN (at alpha = 0 on the first
+        # step; at the default 0.99 after ~3200 steps of one constant gradient). Inherent in the
+        # formula: alpha >= 0.5 keeps alpha^t >= 1/256 over MAX_STEPS, a parting of ~256
+        # eps_machine, inside float32's 1e-5.
+        hparams({"alpha": st.floats(0.5, 0.9999), "eps": EPS, "momentum": MOMENTUM},
+                {"lr": LR, "centered": st.just(True)}),
+    ),
+    # AdaBound divides by the initial lr: it must be > 0.
+    "adabound": lambda args: hparams(args, {"lr": log_uniform(1e-4, 1.0)}),
+    "amsbound": lambda args: hparams(args, {"lr": log_uniform(1e-4, 1.0)}),
+    "aggmo": lambda args: hparams({"betas": st.lists(BETA, min_size=1, max_size=4).map(tuple)}),
+}
+
+
 @functools.cache
 def hparam_strategy(key, dtype):
-    """Torch names (see twinopt.hparams.KEY_ARGS), inside the ranges the validators accept."""
-    adam_family = {"betas": beta_pairs(dtype), "eps": EPS}
-    adabound = {**adam_family, "final_lr": zero_or(log_uniform(1e-3, 1.0)), "gamma": log_uniform(1e-4, 0.5)}
-    strategy = {
-        "sgd": lambda: hparams({"momentum": MOMENTUM, "dampening": UNIT}),
-        "momentum": lambda: hparams({"momentum": MOMENTUM, "dampening": UNIT}),
-        "nesterov": lambda: hparams({"momentum": st.floats(0.01, 0.99)}),  # Nesterov needs momentum > 0
-        "adagrad": lambda: hparams({"lr_decay": zero_or(log_uniform(1e-4, 1.0)),
-                                    "initial_accumulator_value": zero_or(log_uniform(1e-6, 10.0)), "eps": EPS}),
-        "adadelta": lambda: hparams({"rho": UNIT, "eps": EPS}),
-        "rmsprop": lambda: st.one_of(
-            hparams({"alpha": RMSPROP_ALPHA, "eps": EPS, "momentum": MOMENTUM}),
-            # Centered: a = sqrt(v - m * m) + eps. The weights of the averages sum to 1 - alpha^t, so when
-            # alpha^t is small and the gradients alike (a repeated gradient, or g = wd * p while the drawn
-            # one is zero), v - m * m is a difference of nearly equal numbers: as little as
-            # alpha^t (1 - alpha^t) g^2. torch's addcmul rounds once where jax_opt rounds m * m first, so
-            # the backends part by ~eps_machine / alpha^t, and once that passes 1 the rounding turns
-            # v - m * m negative and torch.optim.RMSprop itself returns NaN (at alpha = 0 on the first
-            # step; at the default 0.99 after ~3200 steps of one constant gradient). Inherent in the
-            # formula: alpha >= 0.5 keeps alpha^t >= 1/256 over MAX_STEPS, a parting of ~256
-            # eps_machine, inside float32's 1e-5.
-            hparams({"alpha": st.floats(0.5, 0.9999), "eps": EPS, "momentum": MOMENTUM},
-                    {"lr": LR, "centered": st.just(True)}),
-        ),
-        "adam": lambda: hparams({**adam_family, "amsgrad": st.booleans()}),
-        "amsgrad": lambda: hparams(adam_family),
-        "adamax": lambda: hparams(adam_family),
-        "adamw": lambda: hparams({**adam_family, "amsgrad": st.booleans()}),
-        "nadam": lambda: hparams({**adam_family, "momentum_decay": zero_or(log_uniform(1e-4, 0.1)),
-                                  "decoupled_weight_decay": st.booleans()}),
-        "radam": lambda: hparams({**adam_family, "decoupled_weight_decay": st.booleans()}),
-        # AdaBound divides by the initial lr: it must be > 0.
-        "adabound": lambda: hparams({**adabound, "amsbound": st.booleans()}, {"lr": log_uniform(1e-4, 1.0)}),
-        "amsbound": lambda: hparams(adabound, {"lr": log_uniform(1e-4, 1.0)}),
-        "aggmo": lambda: hparams({"betas": st.lists(BETA, min_size=1, max_size=4).map(tuple)}),
-    }[key]()
+    """Torch names (the registry's hyperparameters of the key), inside the ranges the validators
+    accept: each argument's strategy, narrowed where KEY_STRATEGIES says."""
+    strategies = arg_strategies(dtype)
+    args = {name: strategies[name] for name in registry.INFO[key].hparams}
+    strategy = KEY_STRATEGIES[key](args) if key in KEY_STRATEGIES else hparams(args)
     return strategy.filter(stable) if key in ("rmsprop", *ADAM_FAMILY) else strategy
 
 

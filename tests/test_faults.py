@@ -18,7 +18,7 @@ import torch
 from script_helpers import EXT, SCRIPTS, argv, assert_same_run, records
 
 from twinopt import runs
-from twinopt.hparams import KEYS
+from twinopt.registry import KEYS
 
 REPO = Path(__file__).resolve().parents[1]
 # 3 epochs of 4 steps: checkpoints after steps 4, 8 and 12.

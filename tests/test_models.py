@@ -14,7 +14,7 @@ import torch.nn.functional as F  # noqa: E402
 from flax import nnx  # noqa: E402
 
 from jax_train import models as jm  # noqa: E402
-from jax_train.convert import load_torch_state_dict, to_torch_state_dict  # noqa: E402
+from jax_train.checkpoints import load_torch_state_dict, to_torch_state_dict  # noqa: E402
 from torch_train import models as tm  # noqa: E402
 from twinopt import models as spec  # noqa: E402
 
@@ -348,10 +348,10 @@ def test_load_missing_and_unexpected_keys():
     ("twinopt.models", ("jax", "torch", "flax")),
     ("torch_train.models", ("jax", "flax")),
     ("jax_train.models", ("torch",)),
-    ("jax_train.convert", ("torch",)),
+    ("jax_train.checkpoints", ("torch",)),
     ("twinopt.convert", ("jax", "torch", "flax")),
     ("twinopt.runs", ("jax", "torch", "flax")),
-    ("torch_train.convert", ("jax", "flax")),
+    ("torch_train.checkpoints", ("jax", "flax")),
 ])
 def test_backend_isolation(module, forbidden):
     import os

@@ -8,21 +8,21 @@ from pathlib import Path
 
 import pytest
 
-from twinopt import compare
+from twinopt import comparison
 
 ROOT = Path(__file__).resolve().parent.parent
 
 
-@pytest.mark.parametrize("dataset", sorted(compare.DEFAULTS))
+@pytest.mark.parametrize("dataset", sorted(comparison.DEFAULTS))
 def test_tables_are_rebuilt_from_the_committed_records(dataset):
-    stored, records = compare.load_records(ROOT / "results", dataset)
-    summary = compare.summarize(records)
+    stored, records = comparison.load_records(ROOT / "results", dataset)
+    summary = comparison.summarize(records)
     config = stored["config"]
-    assert list(summary) == list(compare.ROWS)
+    assert list(summary) == list(comparison.ROWS)
     for row, entry in summary.items():
         assert len(entry["tune"]) == len(config["lr_factors"]), row
         assert [r["seed"] for r in entry["final"]] == config["seeds"], row
-    text = compare.table(stored, summary)
+    text = comparison.table(stored, summary)
     assert (ROOT / "results" / dataset / "results.md").read_text() == text
     rows = "\n".join(line for line in text.splitlines() if line.startswith("|"))
     assert rows in (ROOT / "README.md").read_text(), f"README's {dataset} table differs from `compare.py report`'s"

@@ -9,7 +9,7 @@ import pytest
 import torch
 
 import torch_opt
-from twinopt.hparams import KEYS
+from twinopt.registry import INFO, KEYS
 
 
 def model_and_data(seed=0):
@@ -78,12 +78,10 @@ def test_foreach_defaults_to_per_tensor_on_cpu():
     assert default_foreach([p]) is False
 
 
+# The keys whose reference is torch.optim: its class with the key's presets.
 TORCH_CLASSES = {
-    "sgd": torch.optim.SGD, "momentum": functools.partial(torch.optim.SGD, momentum=0.9),
-    "adagrad": torch.optim.Adagrad, "adadelta": torch.optim.Adadelta, "rmsprop": torch.optim.RMSprop,
-    "adam": torch.optim.Adam, "amsgrad": functools.partial(torch.optim.Adam, amsgrad=True),
-    "adamax": torch.optim.Adamax, "adamw": torch.optim.AdamW, "nadam": torch.optim.NAdam,
-    "radam": torch.optim.RAdam,
+    key: functools.partial(getattr(torch.optim, info.reference.removeprefix("torch.optim.")), **info.presets)
+    for key, info in INFO.items() if info.torch_reference
 }
 
 

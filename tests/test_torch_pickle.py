@@ -152,7 +152,7 @@ def test_checkpoint_dict_like_train_torch(dtype, tmp_path):
 @pytest.mark.parametrize("dtype", ["float32", "float64"])
 def test_checkpoint_written_by_train_torch(dtype, data_dir, tmp_path, monkeypatch):
     """A real run stopped mid-epoch (so epoch_state is saved too)."""
-    import train_torch
+    from torch_train import train as train_torch
     from script_helpers import argv
 
     monkeypatch.setenv("TWINOPT_FAULT", "sigint@2")

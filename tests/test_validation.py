@@ -12,7 +12,7 @@ import torch
 
 import jax_opt
 import torch_opt
-from twinopt.hparams import KEYS
+from twinopt.registry import KEYS
 
 NAN = math.nan
 # Invalid values by argument name, both backends' vocabularies.

@@ -2,13 +2,15 @@
 
 Every class supports param groups, ``state_dict``/``load_state_dict``, ``closure``,
 ``torch.optim.lr_scheduler``, ``maximize`` and both a per-tensor and a ``torch._foreach_*``
-path (``foreach=``). ``OPTIMIZERS`` maps each key of SPEC.md to its factory (the same keys as
-``jax_opt.OPTIMIZERS``); :class:`Lookahead` wraps any optimizer.
+path (``foreach=``). ``OPTIMIZERS`` maps each key of the registry
+(``twinopt.registry.OPTIM_DB``) to its factory (the same keys as ``jax_opt.OPTIMIZERS``);
+:class:`Lookahead` wraps any optimizer.
 """
 
 import functools
+import importlib
 
-from twinopt.hparams import KEY_PRESETS
+from twinopt.registry import OPTIM_DB
 
 from .adabound import AdaBound
 from .adadelta import Adadelta
@@ -24,23 +26,15 @@ from .radam import RAdam
 from .rmsprop import RMSprop
 from .sgd import SGD
 
-OPTIMIZERS = {
-    "sgd": SGD,
-    "momentum": functools.partial(SGD, **KEY_PRESETS["momentum"]),
-    "nesterov": functools.partial(SGD, **KEY_PRESETS["nesterov"]),
-    "adagrad": Adagrad,
-    "adadelta": Adadelta,
-    "rmsprop": RMSprop,
-    "adam": Adam,
-    "amsgrad": functools.partial(Adam, **KEY_PRESETS["amsgrad"]),
-    "adamax": Adamax,
-    "adamw": AdamW,
-    "nadam": NAdam,
-    "radam": RAdam,
-    "adabound": AdaBound,
-    "amsbound": functools.partial(AdaBound, **KEY_PRESETS["amsbound"]),
-    "aggmo": AggMo,
-}
+
+
+def _factory(info):
+    """The key's factory: the module's class, with the key's presets."""
+    cls = getattr(importlib.import_module(f".{info.module}", __name__), info.torch)
+    return functools.partial(cls, **info.presets) if info.presets else cls
+
+
+OPTIMIZERS = {info.key: _factory(info) for info in OPTIM_DB}
 
 __all__ = [
     "OPTIMIZERS", "SGD", "AdaBound", "Adadelta", "Adagrad", "Adam", "Adamax", "AdamW", "AggMo", "ApplyIfFinite",

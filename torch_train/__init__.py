@@ -1,1 +1,2 @@
-"""PyTorch side of the training scripts: models (imports torch, never jax)."""
+"""PyTorch side of the training scripts: models, the training loop (train.py), its checkpoints and the torch
+end of a conversion from JAX (checkpoints.py); imports torch, never jax."""

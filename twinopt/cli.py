@@ -5,15 +5,11 @@ from __future__ import annotations
 
 import argparse
 import re
+import sys
 
 from .data import SOURCES
-from .hparams import KEY_ARGS, KEY_PRESETS, KEYS, LOOKAHEAD_ALPHA, LOOKAHEAD_K
+from .registry import HPARAMS, INFO, KEYS, LOOKAHEAD_ALPHA, LOOKAHEAD_K
 from .schedules import SCHEDULES
-
-# Optimizer hyperparameters offered as flags (torch names), with their parsers.
-_FLOAT_HPARAMS = ("momentum", "dampening", "eps", "rho", "alpha", "lr_decay", "initial_accumulator_value",
-                  "final_lr", "gamma", "momentum_decay")
-_BOOL_HPARAMS = ("centered", "amsgrad", "amsbound", "decoupled_weight_decay")
 
 
 def _floats(text):
@@ -30,8 +26,31 @@ def _ints(text):
         raise argparse.ArgumentTypeError(f"expected comma-separated integers, got {text!r}") from None
 
 
+class ArgumentParser(argparse.ArgumentParser):
+    """Flags keep the single dash of the original scripts (``-num_epochs 3``) and also take the
+    double dash argparse users expect (``--num_epochs 3``, ``--num_epochs=3``): a double-dash
+    spelling of a flag is read as the flag, so help and error messages name the one spelling."""
+
+    def parse_known_args(self, args=None, namespace=None):
+        args = sys.argv[1:] if args is None else list(args)
+        single = {name for action in self._actions for name in action.option_strings if not name.startswith("--")}
+        return super().parse_known_args([a[1:] if a.startswith("--") and a[1:].split("=", 1)[0] in single else a
+                                         for a in args], namespace)
+
+
+def _add_hparam(p, name, default):
+    """A flag for an optimizer hyperparameter, parsed by the type of its default (registry.HPARAMS)."""
+    if isinstance(default, bool):
+        p.add_argument(f"-{name}", action="store_true", default=None, help="optimizer option")
+    elif isinstance(default, tuple):
+        p.add_argument(f"-{name}", type=_floats, help="comma-separated numbers, e.g. 0.9,0.999 (AggMo's betas: "
+                       "any number)")
+    else:
+        p.add_argument(f"-{name}", type=float, help="optimizer hyperparameter (only where the optimizer has it)")
+
+
 def build_parser(backend: str) -> argparse.ArgumentParser:
-    p = argparse.ArgumentParser(
+    p = ArgumentParser(
         prog=f"train_{backend}.py",
         description=f"Train the DeepOBS MNIST MLP or CIFAR-10 3c3d CNN with any optimizer ({backend} backend). "
         "train_jax.py and train_torch.py take the same flags and, with the same seed, follow the same trajectory.",
@@ -45,11 +64,8 @@ def build_parser(backend: str) -> argparse.ArgumentParser:
     p.add_argument("-optimizer", default="adam", help=f"one of: {', '.join(KEYS)}")
     p.add_argument("-lr", type=float, help="learning rate (default: the optimizer's)")
     p.add_argument("-weight_decay", type=float, help="weight decay (default: the optimizer's)")
-    p.add_argument("-betas", type=_floats, help="comma-separated decay rates, e.g. 0.9,0.999 (AggMo: any number)")
-    for name in _FLOAT_HPARAMS:
-        p.add_argument(f"-{name}", type=float, help="optimizer hyperparameter (only where the optimizer has it)")
-    for name in _BOOL_HPARAMS:
-        p.add_argument(f"-{name}", action="store_true", default=None, help="optimizer option")
+    for name, default in HPARAMS.items():
+        _add_hparam(p, name, default)
     p.add_argument("-lookahead", action="store_true", help="wrap the optimizer in Lookahead")
     p.add_argument("-lookahead_k", type=int, default=LOOKAHEAD_K, help="Lookahead: sync period k")
     p.add_argument("-lookahead_alpha", type=float, default=LOOKAHEAD_ALPHA, help="Lookahead: slow step size alpha")
@@ -82,9 +98,8 @@ def build_parser(backend: str) -> argparse.ArgumentParser:
 
 def optimizer_kwargs(args) -> dict:
     """The optimizer's keyword arguments given on the command line (torch names)."""
-    given = {name: getattr(args, name) for name in ("betas", *_FLOAT_HPARAMS, *_BOOL_HPARAMS)
-             if getattr(args, name) is not None}
-    allowed = KEY_ARGS[args.optimizer]
+    given = {name: getattr(args, name) for name in HPARAMS if getattr(args, name) is not None}
+    allowed = tuple(INFO[args.optimizer].hparams)
     wrong = sorted(set(given) - set(allowed))
     if wrong:
         raise SystemExit(
@@ -138,7 +153,7 @@ def hyperparameter_error(err: ValueError, args) -> SystemExit:
 
 def describe_optimizer(args) -> str:
     """Human-readable optimizer, e.g. ``adam(lr=0.001) + lookahead(k=5, alpha=0.5)``."""
-    kwargs = {**KEY_PRESETS.get(args.optimizer, {}), **args.optimizer_kwargs}
+    kwargs = {**INFO[args.optimizer].presets, **args.optimizer_kwargs}
     text = f"{args.optimizer}({', '.join(f'{k}={v}' for k, v in kwargs.items())})"
     if args.lookahead:
         text += f" + lookahead(k={args.lookahead_k}, alpha={args.lookahead_alpha})"

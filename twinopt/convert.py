@@ -1,7 +1,7 @@
 """Model weights and optimizer state between the PyTorch and JAX layouts, on NumPy arrays.
 
 Both training scripts go through here to continue each other's runs, and so do
-``jax_train.convert`` (Flax models, optax states) and ``torch_train.convert`` (tensors). This
+``jax_train.checkpoints`` (Flax models, optax states) and ``torch_train.checkpoints`` (tensors). This
 module imports NumPy only: a JAX-only or a torch-only install can read the other backend's
 checkpoints.
 
@@ -17,7 +17,7 @@ The two layouts:
   ``fc1/kernel`` ``(in, out)``, ``conv1/kernel`` ``(kh, kw, in, out)``, ``fc1/bias``. Optimizer
   state: the paths of the optax state, e.g. ``1/mu/fc1/kernel`` and ``1/count`` for
   ``jax_opt.adam``, ``inner_state/1/mu/fc1/kernel``, ``slow/fc1/kernel`` and ``count`` around
-  ``jax_opt.lookahead`` (``jax_train.convert.flatten`` writes them). A field with several arrays
+  ``jax_opt.lookahead`` (``jax_train.checkpoints.flatten`` writes them). A field with several arrays
   per param numbers them before the param's path: AggMo's K velocities are ``1/trace/0/fc1/kernel``
   ... ``1/trace/<K-1>/fc1/kernel``.
 
@@ -29,12 +29,12 @@ A JAX entry that is itself stacked on leading axes (AggMo's state in train_jax.p
 written before its velocities were separate arrays: ``1/trace/fc1/kernel`` of shape
 ``(K, *param_shape)``) is converted to torch slice by slice.
 
-Optimizer state: :data:`STATE_NAMES` pairs each JAX state field with the torch state entry
-holding the same quantity. Every JAX ``count`` (the optimizer's, an lr schedule's, Lookahead's)
-is the number of updates taken: torch's per-param ``step`` (for the optimizers that keep one),
-Lookahead's ``step``, or the ``step`` given. AdaBound's ``base_lr`` is the param groups'
-``base_lr``. A torch state without per-param entries (no step taken yet) is a fresh state.
-Every mismatch (another optimizer, another model, a missing entry) raises
+Optimizer state: each key's ``state`` in ``twinopt.registry`` pairs each JAX state field with
+the torch state entry holding the same quantity. Every JAX ``count`` (the optimizer's, an lr
+schedule's, Lookahead's) is the number of updates taken: torch's per-param ``step`` (for the
+optimizers that keep one), Lookahead's ``step``, or the ``step`` given. A key's ``group_state``
+(AdaBound's ``base_lr``) is kept in torch's param groups. A torch state without per-param entries
+(no step taken yet) is a fresh state. Every mismatch (another optimizer, another model, a missing entry) raises
 :class:`ConversionError` naming the entry.
 """
 
@@ -46,35 +46,10 @@ from collections.abc import Mapping
 
 import numpy as np
 
+from . import registry
+
 _TORCH_PARAM = re.compile(r"(conv|fc)(\d+)\.(weight|bias)")
 _JAX_KIND = {"weight": "kernel", "bias": "bias"}
-
-_ADAM = {"mu": "exp_avg", "nu": "exp_avg_sq", "nu_max": "max_exp_avg_sq"}
-_MOMENTUM = {"momentum_buffer": "momentum_buffer"}
-# Optimizer key -> {JAX state field: torch state entry}.
-STATE_NAMES = {
-    "sgd": _MOMENTUM,  # with -momentum > 0; plain SGD keeps no state in either backend
-    "momentum": _MOMENTUM,
-    "nesterov": _MOMENTUM,
-    "adagrad": {"sum": "sum"},
-    "adadelta": {"square_avg": "square_avg", "acc_delta": "acc_delta"},
-    "rmsprop": {"square_avg": "square_avg", "momentum_buffer": "momentum_buffer", "grad_avg": "grad_avg"},
-    "adam": _ADAM,
-    "amsgrad": _ADAM,
-    "adamw": _ADAM,
-    "adamax": {"mu": "exp_avg", "nu": "exp_inf"},
-    "nadam": {"mu_product": "mu_product", "mu": "exp_avg", "nu": "exp_avg_sq"},
-    "radam": {"mu": "exp_avg", "nu": "exp_avg_sq"},
-    "adabound": _ADAM,
-    "amsbound": _ADAM,
-    "aggmo": {"trace": "momentum_buffer"},
-}
-# The torch optimizers without a per-param step count.
-_NO_STEP = {"sgd", "momentum", "nesterov", "aggmo"}
-# JAX scalars that torch keeps in every param group (a JAX scalar that torch keeps per param, as
-# NAdam's mu_product, is one value in every param: all params step together).
-GROUP_NAMES = {"adabound": {"base_lr"}, "amsbound": {"base_lr"}}
-
 
 class ConversionError(ValueError):
     """What cannot be converted: the message names the entry, the reason and the fix."""
@@ -254,9 +229,11 @@ def _parse(flat_state, layout):
     return lookahead, inner, slow, counter
 
 
-def _check_key(key):
-    if key not in STATE_NAMES:
-        raise ConversionError(f"unknown optimizer key {key!r}; one of {', '.join(STATE_NAMES)}")
+def _info(key) -> registry.OptimizerInfo:
+    try:
+        return registry.info(key)
+    except ValueError as err:
+        raise ConversionError(str(err)) from None
 
 
 def _param_ids(state_dict, layout):
@@ -282,13 +259,13 @@ def optimizer_state_to_torch(flat_state: Mapping[str, np.ndarray], template: Map
 
     ``template``: the torch optimizer's own ``state_dict()`` (its param groups and
     hyperparameters are kept; only the state and the counters come from JAX). Arrays are NumPy
-    (``torch_train.convert.to_tensors`` makes tensors of them).
+    (``torch_train.checkpoints.to_tensors`` makes tensors of them).
     """
-    _check_key(key)
+    info = _info(key)
     lookahead, inner, slow, counter = _parse(flat_state, layout)
     _check_lookahead(lookahead, template)
     names = _param_ids(template, layout)
-    fields = STATE_NAMES[key]
+    fields = info.state
     counts = {e.path: int(as_array(flat_state[e.path])) for e in inner if e.field == "count" and e.param is None}
     if counter:
         counts[counter] = int(as_array(flat_state[counter]))
@@ -302,7 +279,7 @@ def optimizer_state_to_torch(flat_state: Mapping[str, np.ndarray], template: Map
     for e in inner:
         if e.field == "count" and e.param is None:
             continue
-        group_field = e.field in GROUP_NAMES.get(key, ())
+        group_field = e.field in info.group_state
         if e.field not in fields and not group_field:
             raise ConversionError(f"optimizer state entry {e.path}: {key} keeps no {e.field!r}: a state of "
                                   "another optimizer?")
@@ -328,7 +305,7 @@ def optimizer_state_to_torch(flat_state: Mapping[str, np.ndarray], template: Map
         else:
             for state in per_param.values():
                 state[fields[e.field]] = value.copy()
-    if key not in _NO_STEP and step is not None:
+    if info.torch_step and step is not None:
         for state in per_param.values():  # torch keeps steps in the default dtype, set like the params'
             state["step"] = np.array(step, dtype=dtype)
     fresh = step == 0  # torch builds its state at the first step: none before it
@@ -378,16 +355,16 @@ def optimizer_state_from_torch(state_dict: Mapping, flat_template: Mapping[str, 
     (SGD with momentum and AggMo keep no step count, unless wrapped in Lookahead) and the JAX
     state has a count (SGD's momentum, a schedule). Each value is cast to the template's dtype.
     """
-    _check_key(key)
+    info = _info(key)
     lookahead, inner, slow, counter = _parse(flat_template, layout)
     _check_lookahead(lookahead, state_dict)
     names = _param_ids(state_dict, layout)
-    fields = STATE_NAMES[key]
+    fields = info.state
     states = {int(i): dict(s) for i, s in state_dict["inner_state" if lookahead else "state"].items() if s}
     for i, state in states.items():
         if i not in names:
             raise ConversionError(f"the torch state has param index {i}, the optimizer's groups only {sorted(names)}")
-        allowed = {*fields.values(), *(() if key in _NO_STEP else ("step",))}
+        allowed = {*fields.values(), *(("step",) if info.torch_step else ())}
         extra = sorted(set(state) - allowed)
         if extra:
             raise ConversionError(f"param {i} ({names[i]}) has state {extra}, which {key} does not keep: a "
@@ -412,7 +389,7 @@ def optimizer_state_from_torch(state_dict: Mapping, flat_template: Mapping[str, 
                 raise ConversionError(f"the torch state of {key} does not record the number of steps, which the "
                                       f"JAX state keeps in {e.path}: pass step=")
             put(e.path, step)
-        elif e.field in GROUP_NAMES.get(key, ()):
+        elif e.field in info.group_state:
             values = {group[e.field] for group in state_dict["param_groups"] if e.field in group}
             if len(values) > 1:
                 raise ConversionError(f"the param groups' {e.field} differ ({sorted(values)}): the JAX state has one")

@@ -1,4 +1,4 @@
-"""Hyperparameter validation and the optimizer-key registry, shared by both backends.
+"""Hyperparameter validation, shared by both backends.
 
 Both backends validate through these functions so that a bad value gives the same
 ``ValueError`` (naming the argument, the value and the valid range) in JAX and PyTorch.
@@ -10,74 +10,6 @@ from __future__ import annotations
 
 import math
 import numbers
-
-KEYS = (
-    "sgd", "momentum", "nesterov", "adagrad", "adadelta", "rmsprop", "adam", "amsgrad",
-    "adamax", "adamw", "nadam", "radam", "adabound", "amsbound", "aggmo",
-)
-
-# The rows of the comparisons (benchmarks, results, trajectories): every key, and Lookahead
-# around SGD momentum and around Adam.
-LOOKAHEAD_SUFFIX = "+lookahead"
-# Lookahead's defaults in both backends and every script (Zhang et al. 2019; SPEC.md).
-LOOKAHEAD_K, LOOKAHEAD_ALPHA = 5, 0.5
-ROWS = KEYS + ("momentum" + LOOKAHEAD_SUFFIX, "adam" + LOOKAHEAD_SUFFIX)
-
-
-def split_row(row: str) -> tuple[str, bool]:
-    """``(key, lookahead)`` of a row: ``"adam+lookahead"`` -> ``("adam", True)``."""
-    if row not in ROWS:
-        raise ValueError(f"unknown optimizer row {row!r}; choose from: {', '.join(ROWS)}")
-    return row.removesuffix(LOOKAHEAD_SUFFIX), row.endswith(LOOKAHEAD_SUFFIX)
-
-# The settings a key fixes on top of its class/function (torch names; see to_jax_kwargs).
-KEY_PRESETS = {
-    "momentum": {"momentum": 0.9},
-    "nesterov": {"momentum": 0.9, "nesterov": True},
-    "amsgrad": {"amsgrad": True},
-    "amsbound": {"amsbound": True},
-}
-
-# The hyperparameters each key accepts (torch names; lr and weight_decay for all). The CLI
-# offers these; tests check them against both backends' signatures.
-KEY_ARGS = {
-    "sgd": ("momentum", "dampening"),
-    "momentum": ("momentum", "dampening"),
-    "nesterov": ("momentum",),
-    "adagrad": ("lr_decay", "initial_accumulator_value", "eps"),
-    "adadelta": ("rho", "eps"),
-    "rmsprop": ("alpha", "eps", "momentum", "centered"),
-    "adam": ("betas", "eps", "amsgrad"),
-    "amsgrad": ("betas", "eps"),
-    "adamax": ("betas", "eps"),
-    "adamw": ("betas", "eps", "amsgrad"),
-    "nadam": ("betas", "eps", "momentum_decay", "decoupled_weight_decay"),
-    "radam": ("betas", "eps", "decoupled_weight_decay"),
-    "adabound": ("betas", "final_lr", "gamma", "eps", "amsbound"),
-    "amsbound": ("betas", "final_lr", "gamma", "eps"),
-    "aggmo": ("betas",),
-}
-
-# torch name -> jax name, for the arguments whose names differ between the backends.
-_RENAMES = {"lr": "learning_rate", "k": "sync_period", "alpha": "slow_step_size"}
-
-
-def to_jax_kwargs(key: str, torch_kwargs: dict) -> dict:
-    """Translate torch_opt keyword arguments of optimizer ``key`` into jax_opt ones.
-
-    ``betas=(b1, b2)`` becomes ``b1=..., b2=...`` except for AggMo, whose ``betas`` is a
-    tuple of any length in both backends; RMSprop's ``alpha`` keeps its name.
-    """
-    out = {}
-    for name, value in torch_kwargs.items():
-        if name == "betas" and key != "aggmo":
-            check_betas(name, value, length=2)
-            out["b1"], out["b2"] = value
-        elif name == "alpha" and key == "rmsprop":
-            out[name] = value
-        else:
-            out[_RENAMES.get(name, name)] = value
-    return out
 
 
 def _is_number(value) -> bool:

@@ -21,7 +21,7 @@ The canonical parameter layout is PyTorch's ``state_dict``: Linear weight ``(out
 weight ``(out, in, kh, kw)``, names ``conv1.weight, conv1.bias, ..., fc1.weight, fc1.bias, ...``.
 fc1's input index follows the flatten of the feature map as PyTorch does it on NCHW, i.e. the order
 ``(C, H, W)``; for the MLP it follows the flatten of the 28x28x1 image (NHWC and NCHW agree, C=1).
-The Flax models flatten NHWC as ``(H, W, C)``; ``jax_train.convert`` permutes fc1 accordingly.
+The Flax models flatten NHWC as ``(H, W, C)``; ``jax_train.checkpoints`` permutes fc1 accordingly.
 
 Draw order of :func:`init_params` (fixed; changing it changes every run): one
 ``np.random.default_rng(seed)``; layers in forward order (``conv1, conv2, conv3, fc1, fc2, ...``);

@@ -1,4 +1,4 @@
-"""The comparison's plots, drawn from its records (``twinopt.compare``): training curves and
+"""The comparison's plots, drawn from its records (``twinopt.comparison``): training curves and
 learning-rate sensitivity, one PNG each per dataset.
 
 matplotlib is imported inside the functions and drawn through a bare ``Figure`` (Agg, no
@@ -13,14 +13,14 @@ import warnings
 
 import numpy as np
 
+from .registry import ROWS
+
 LINESTYLES = ("-", "--")
 
 
 def style(row: str) -> dict:
     """The colour and line style of a row, the same in every plot."""
     from matplotlib import colormaps
-
-    from .compare import ROWS  # here: twinopt.compare imports this module
 
     i = ROWS.index(row)
     colours = colormaps["tab10"].colors + colormaps["Dark2"].colors

@@ -18,7 +18,7 @@ from typing import NamedTuple
 
 import numpy as np
 
-from .hparams import LOOKAHEAD_ALPHA, LOOKAHEAD_K, ROWS
+from .registry import LOOKAHEAD_ALPHA, LOOKAHEAD_K, ROWS
 
 # One row per optimizer key, plus Lookahead around two of them; each with its defaults but lr.
 LOOKAHEAD = {"sync_period": LOOKAHEAD_K, "slow_step_size": LOOKAHEAD_ALPHA}

@@ -3,11 +3,11 @@ against the machine's own matmul and conv throughput, measured in the same run.
 
 The scripts run as they would for a user (a subprocess, Adam, batch 128, float32); their
 throughput is the second epoch's (the first includes JIT compilation and warm-up). The textbook
-loops (``torch_train.bench.textbook_samples_per_s``, ``jax_train.bench.textbook_samples_per_s``)
+loops (``torch_train.benchmarks.textbook_samples_per_s``, ``jax_train.benchmarks.textbook_samples_per_s``)
 train the same model on the same batches the way tutorials do. Achieved GFLOP/s uses the FLOPs
 of one training step as XLA counts them (forward, backward and update).
 
-Imports neither backend at import time.
+Imports neither backend: the caller passes the backends' benchmark modules in.
 """
 
 from __future__ import annotations
@@ -18,7 +18,7 @@ import sys
 import tempfile
 from pathlib import Path
 
-from twinopt import bench, data
+from twinopt import data
 from twinopt.models import MODELS
 
 BATCH_SIZE = 128
@@ -26,14 +26,14 @@ OPTIMIZER = "adam"
 # (dataset, training images: None = all); CIFAR on a subset keeps the JAX run (XLA:CPU
 # convolutions) to about a minute.
 CONFIGS = (("mnist", None), ("cifar", 4096))
-SCRIPTS = {"torch": "train_torch.py", "jax": "train_jax.py"}
-ROOT = Path(__file__).resolve().parent.parent
+# The training scripts as modules (python -m), which an installed distribution runs as well.
+SCRIPTS = {"torch": "torch_train.train", "jax": "jax_train.train"}
 
 
 def script_samples_per_s(backend, dataset, num_train, data_dir, workdir) -> float:
     """Samples/s of the second epoch of a two-epoch run of the backend's training script."""
     out_dir = Path(workdir) / f"{dataset}-{backend}"
-    cmd = [sys.executable, str(ROOT / SCRIPTS[backend]), "-dataset", dataset, "-optimizer", OPTIMIZER,
+    cmd = [sys.executable, "-m", SCRIPTS[backend], "-dataset", dataset, "-optimizer", OPTIMIZER,
            "-num_epochs", "2", "-batch_size", str(BATCH_SIZE), "-no_progress", "-out_dir", str(out_dir)]
     cmd += ["-num_train", str(num_train)] if num_train else []
     cmd += ["-data_dir", str(data_dir)] if data_dir else []
@@ -44,10 +44,10 @@ def script_samples_per_s(backend, dataset, num_train, data_dir, workdir) -> floa
     return epochs[-1]["samples_per_s"]
 
 
-def run_all(data_dir, backends) -> list[dict]:
+def run_all(data_dir, mods) -> list[dict]:
     """One record per (dataset, backend): script and textbook samples/s, the machine's matmul and
-    conv GFLOP/s, and the model's training FLOPs per sample."""
-    mods = bench.backend_modules(backends)
+    conv GFLOP/s, and the model's training FLOPs per sample. ``mods``: backend name -> its
+    benchmark module (``torch_train.benchmarks``, ``jax_train.benchmarks``)."""
     compute = {b: {"matmul_gflops": m.matmul_gflops(), "conv_gflops": m.conv_gflops()} for b, m in mods.items()}
     results = []
     with tempfile.TemporaryDirectory() as workdir:

@@ -18,15 +18,8 @@ import statistics
 import time
 from pathlib import Path
 
-from twinopt.hparams import LOOKAHEAD_K, split_row
+from twinopt.registry import INFO, LOOKAHEAD_K, split_row
 from twinopt.models import param_shapes
-
-# Param-shaped arrays each algorithm keeps (as torch_opt stores them; tests check this table
-# against the optimizers' actual state): AggMo keeps one velocity per beta (3 by default).
-STATE_ARRAYS = {
-    "sgd": 0, "momentum": 1, "nesterov": 1, "adagrad": 1, "adadelta": 2, "rmsprop": 1, "adam": 2,
-    "amsgrad": 3, "adamax": 2, "adamw": 2, "nadam": 2, "radam": 2, "adabound": 2, "amsbound": 3, "aggmo": 3,
-}
 
 TRIAD_ELEMENTS = 64 * 2**20  # 3 arrays of 256 MiB (float32): far beyond any cache
 
@@ -62,19 +55,6 @@ def scaled_shapes(total: int) -> list[tuple[int, ...]]:
     return [(max(1, round(n * scale)),) for n in base]
 
 
-def backend_modules(backends) -> dict:
-    """The backends' benchmark modules (``torch_train.bench``, ``jax_train.bench``), imported
-    only when asked for: this module imports neither backend."""
-    mods = {}
-    if "torch" in backends:
-        from torch_train import bench as torch_bench
-        mods["torch"] = torch_bench
-    if "jax" in backends:
-        from jax_train import bench as jax_bench
-        mods["jax"] = jax_bench
-    return mods
-
-
 def numel(shapes) -> int:
     return sum(math.prod(s) for s in shapes)
 
@@ -83,7 +63,7 @@ def min_bytes(row: str, num_params: int, itemsize: int = 4) -> float:
     """Bytes a step of ``row`` must move at least: read params, gradients and state, write params
     and state; Lookahead reads and writes its slow copy once every k steps."""
     key, lookahead = split_row(row)
-    arrays = 3 + 2 * STATE_ARRAYS[key] + (2 / LOOKAHEAD_K if lookahead else 0)
+    arrays = 3 + 2 * INFO[key].state_arrays + (2 / LOOKAHEAD_K if lookahead else 0)
     return arrays * num_params * itemsize
 
 

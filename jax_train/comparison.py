@@ -1,10 +1,10 @@
-"""The JAX engine of the comparison (``twinopt.compare``): the runs of one row, one per (learning
+"""The JAX engine of the comparison (``twinopt.comparison``): the runs of one row, one per (learning
 rate, seed), trained together by one compiled program.
 
 The G runs' params are stacked on a leading axis (shape ``(G, ...)``) and the whole train step
 (forward, backward, optimizer update) is ``jax.vmap``-ed over it, jitted once with the params and
 optimizer state donated; the evaluation is vmapped too, every run on the same batch. Each run gets
-its own seed's initial weights and batches (``twinopt.compare.group_batches``), so a run in a group
+its own seed's initial weights and batches (``twinopt.comparison.group_batches``), so a run in a group
 follows the trajectory it follows alone, and that ``train_jax.py -seed`` follows.
 
 The learning rate is the one hyperparameter that differs between the runs: it reaches the optimizer
@@ -13,7 +13,7 @@ injected (the factory wrapped takes ``learning_rate`` alone): injecting every nu
 ``inject_hyperparams(jax_opt.sgd)`` would, turns constants into arrays, which keeps branches a
 constant skips (SGD's momentum buffer for momentum 0) and the arithmetic would no longer be the one
 the parity suite checks against torch. The factories' checks skip traced values; the grid's learning
-rates are positive by construction (``twinopt.compare.Protocol``).
+rates are positive by construction (``twinopt.comparison.Protocol``).
 
 A group is as large as fits: all the runs asked for, at most ``max_group``, made smaller while XLA's
 memory estimate of the compiled programs exceeds ``memory_limit``; a group of one is a sequential run.
@@ -33,7 +33,7 @@ from flax import nnx
 
 import jax_opt
 from jax_train.models import build_model
-from twinopt.compare import parse_row
+from twinopt.comparison import parse_row
 from twinopt.models import INPUT_SHAPES
 
 

@@ -1,4 +1,4 @@
-"""The PyTorch engine of the comparison (``twinopt.compare``): the same protocol, one run after
+"""The PyTorch engine of the comparison (``twinopt.comparison``): the same protocol, one run after
 another, each as ``train_torch.py`` would train it (same initial weights, same batches, same
 optimizer arithmetic), so its records match the JAX engine's (to 1e-9 in float64)."""
 
@@ -11,7 +11,7 @@ import torch.nn.functional as F
 
 import torch_opt
 from torch_train.models import build_model
-from twinopt.compare import parse_row
+from twinopt.comparison import parse_row
 
 
 @contextlib.contextmanager

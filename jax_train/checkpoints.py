@@ -1,31 +1,44 @@
-"""Flax NNX models and jax_opt optimizer states to and from PyTorch's layouts (NumPy arrays).
+"""Checkpoints of ``jax_train.train`` (``python train_jax.py``), and JAX trees to and from PyTorch's layouts.
+
+Checkpoints:
+
+- :func:`checkpoint_bytes`: the ``.npz`` bytes of a checkpoint: params and optimizer state under
+  their key paths (``params/fc1/kernel``, ``opt_state/1/mu/fc1/kernel``), and the meta as JSON.
+- :func:`load_checkpoint`: params, optimizer state and position of a checkpoint of either
+  backend (:func:`read_other_backend_checkpoint` reads and converts ``torch_train``'s ``.pt``
+  files, without torch).
+
+Conversion (also for moving runs and models between the frameworks):
 
 - :func:`to_torch_state_dict` / :func:`load_torch_state_dict`: model weights.
 - :func:`opt_state_to_torch` / :func:`opt_state_from_torch`: the whole optimizer state of every
   ``jax_opt`` optimizer, Lookahead and schedules included, to and from a ``torch_opt`` optimizer's
   ``state_dict``.
 - :func:`flatten` / :func:`unflatten`: a JAX tree as a flat dict ``{"fc1/kernel": array}``, the
-  form ``twinopt.convert`` and train_jax.py's checkpoints use.
-- :func:`stacked_names` / :func:`split_stacked`: the names of train_jax.py checkpoints written
-  before ``jax_opt.aggmo`` kept its K velocities as K trees (one ``(K, *param_shape)`` array per
-  param then), and such a flat state split into today's entries.
+  form ``twinopt.convert`` and the checkpoints use.
+- :func:`stacked_names` / :func:`split_stacked`: the names of checkpoints written before
+  ``jax_opt.aggmo`` kept its K velocities as K trees (one ``(K, *param_shape)`` array per param
+  then), and such a flat state split into today's entries.
 
 The layouts and the rules are in ``twinopt.convert``; conversions are exact (transposes and
 reshapes). Torch tensors are accepted as they are (by duck typing); what goes to torch is NumPy
-(``torch_train.convert.to_tensors``). Imports jax/flax/numpy, never torch.
+(``torch_train.checkpoints.to_tensors``). Imports jax/flax/numpy, never torch.
 """
 
 from __future__ import annotations
 
+import io
+import json
 from collections.abc import Mapping
 
 import jax
 import jax.numpy as jnp
 import numpy as np
 from flax import nnx
+from jax.experimental import multihost_utils
 
 from jax_opt.aggmo import ScaleByAggMoState
-from twinopt import convert
+from twinopt import convert, runs, torch_pickle
 from twinopt.convert import ConversionError
 
 
@@ -148,7 +161,7 @@ def opt_state_to_torch(model_or_params, opt_state, template: Mapping, key: str) 
 
     ``template``: that torch optimizer's ``state_dict()`` (built on ``model.parameters()`` with the
     same hyperparameters); its param groups are kept. A torch lr scheduler is not part of it: step
-    it as many times as the count (``torch_train.convert.advance_scheduler``).
+    it as many times as the count (``torch_train.checkpoints.advance_scheduler``).
     """
     return convert.optimizer_state_to_torch(flatten(opt_state), template, key, layout(model_or_params))
 
@@ -162,3 +175,68 @@ def opt_state_from_torch(model_or_params, opt_state, state_dict: Mapping, key: s
     """
     flat = convert.optimizer_state_from_torch(state_dict, flatten(opt_state), key, layout(model_or_params), step)
     return unflatten(opt_state, flat)
+
+
+# ---- checkpoints --------------------------------------------------------------------------------
+
+
+def checkpoint_bytes(params, opt_state, meta):
+    """The npz bytes: params and optimizer state under their key paths (``params/fc1/kernel``,
+    ``opt_state/1/mu/fc1/kernel``: :func:`flatten`), so that train_torch.py can read them without
+    JAX, and ``meta`` as JSON."""
+    if jax.process_count() > 1:  # every process takes part; only the first writes
+        params, opt_state = multihost_utils.process_allgather((params, opt_state), tiled=True)
+    arrays = {f"{part}/{path}": value for part, tree in (("params", params), ("opt_state", opt_state))
+              for path, value in flatten(tree).items()}
+    buffer = io.BytesIO()
+    np.savez(buffer, **arrays, meta=np.array(json.dumps(meta)))
+    return buffer.getvalue()
+
+
+def read_other_backend_checkpoint(path, run, key, params, opt_state):
+    """``(params, opt_state)`` as flat dicts and the meta of a train_torch.py checkpoint, read
+    without torch and converted (``twinopt.convert``)."""
+    try:
+        ckpt = torch_pickle.load(path)
+    except torch_pickle.UnsafeCheckpoint as err:
+        raise runs.CheckpointError(f"{err}. Only use checkpoints train_torch.py wrote; move the file out of the "
+                                   "folder to resume from the checkpoint before it.") from None
+    except (torch_pickle.NotATorchCheckpoint, torch_pickle.UnsupportedCheckpoint) as err:
+        raise runs.CheckpointError(str(err)) from None
+    run.check_fingerprint(path, ckpt.get("config") if isinstance(ckpt, dict) else None)
+    try:
+        params_layout = layout(params)
+        flat_params = convert.weights_from_torch(ckpt["model"], params_layout)
+        flat_state = convert.optimizer_state_from_torch(ckpt["optimizer"], flatten(opt_state), key, params_layout,
+                                                        ckpt["step"])
+        meta = {name: ckpt[name] for name in ("epoch", "step", "epoch_state")}
+    except (KeyError, TypeError, convert.ConversionError) as err:
+        raise runs.CheckpointError(f"{path} does not fit this run's model and optimizer ({err})") from None
+    return flat_params, flat_state, meta
+
+
+def load_checkpoint(path, run, key, params, opt_state):
+    """``(params, opt_state, epoch, epoch_state)`` from a checkpoint of either script, the state in
+    the structure of ``(params, opt_state)``; raise runs.CheckpointError if the file is not a
+    checkpoint of this run."""
+    if path.endswith(".pt"):
+        flat_params, flat_state, meta = read_other_backend_checkpoint(path, run, key, params, opt_state)
+    else:
+        meta, arrays = runs.read_npz(path)
+        run.check_fingerprint(path, meta.get("config"))
+        if "num_leaves" in meta:  # written before the entries had names: the leaves in order
+            # (and before AggMo's velocities were separate arrays: its entries are stacked)
+            names = [f"params/{p}" for p in flatten(params)]
+            names += [f"opt_state/{p}" for p in stacked_names(opt_state)]
+            if meta["num_leaves"] != len(names):
+                raise runs.CheckpointError(f"{path} holds {meta['num_leaves']} arrays, this run's model and "
+                                           f"optimizer {len(names)}")
+            arrays = {name: arrays[f"arr_{i}"] for i, name in enumerate(names)}
+        flat_params, flat_state = runs.npz_part(arrays, "params"), runs.npz_part(arrays, "opt_state")
+    try:
+        if not path.endswith(".pt"):  # AggMo's velocities stacked, as train_jax.py saved them before: split
+            flat_state = split_stacked(flat_state, opt_state)
+        params, opt_state = unflatten(params, flat_params), unflatten(opt_state, flat_state)
+    except convert.ConversionError as err:
+        raise runs.CheckpointError(f"{path} does not fit this run's model and optimizer ({err})") from None
+    return params, opt_state, meta["epoch"], meta["epoch_state"]

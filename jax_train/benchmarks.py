@@ -13,34 +13,24 @@ from flax import nnx
 
 import jax_opt
 from jax_train.models import build_model
-from twinopt import bench, data
-from twinopt.hparams import LOOKAHEAD_ALPHA, LOOKAHEAD_K, split_row
+from twinopt import benchmarks, data, registry
+from twinopt.registry import LOOKAHEAD_ALPHA, LOOKAHEAD_K, split_row
 from twinopt.models import INPUT_SHAPES, MODELS
 
 LR = 1e-3
 
-# optax's function of each key's name (the key's presets as arguments); AdaBound, AMSBound and
-# AggMo have none in optax.
-OPTAX = {
-    "sgd": ("sgd", {}), "momentum": ("sgd", {"momentum": 0.9}),
-    "nesterov": ("sgd", {"momentum": 0.9, "nesterov": True}),
-    "adagrad": ("adagrad", {}), "adadelta": ("adadelta", {}), "rmsprop": ("rmsprop", {}), "adam": ("adam", {}),
-    "amsgrad": ("amsgrad", {}), "adamax": ("adamax", {}), "adamw": ("adamw", {}), "nadam": ("nadam", {}),
-    "radam": ("radam", {}),
-}
-
-
 def implementations(row):
-    """``[(kind, name, transformation, params_wrapper)]`` for one row: ours, then optax's if it has
-    the algorithm. optax.lookahead keeps its slow weights in the params (``LookaheadParams``)."""
+    """``[(kind, name, transformation, params_wrapper)]`` for one row: ours, then the registry's
+    optax peer of the key if it has one. optax.lookahead keeps its slow weights in the params
+    (``LookaheadParams``)."""
     key, lookahead = split_row(row)
     ours = jax_opt.OPTIMIZERS[key](learning_rate=LR)
     if lookahead:
         ours = jax_opt.lookahead(ours, sync_period=LOOKAHEAD_K, slow_step_size=LOOKAHEAD_ALPHA)
     out = [("ours", "jax_opt jit", ours, None)]
-    if key in OPTAX:
-        name, presets = OPTAX[key]
-        tx = getattr(optax, name)(LR, **presets)
+    for peer in registry.INFO[key].peers_of("jax")[:1]:
+        name = peer.target.removeprefix("optax.")
+        tx = getattr(optax, name)(LR, **peer.kwargs)
         if lookahead:
             tx = optax.lookahead(tx, sync_period=LOOKAHEAD_K, slow_step_size=LOOKAHEAD_ALPHA)
             out.append(("peer", f"optax.lookahead({name}) jit", tx, _lookahead_params))
@@ -87,7 +77,8 @@ def _stepper(tx, wrap, shapes):
 def time_row(row, shapes, **timing):
     """``[(kind, impl, seconds per step)]`` for ours and optax on ``shapes``, timed in turn."""
     impls = implementations(row)
-    medians = bench.interleaved_medians({(kind, name): _stepper(tx, wrap, shapes) for kind, name, tx, wrap in impls},
+    medians = benchmarks.interleaved_medians(
+        {(kind, name): _stepper(tx, wrap, shapes) for kind, name, tx, wrap in impls},
                                         **timing)
     return [(kind, name, medians[kind, name]) for kind, name, _, _ in impls]
 
@@ -101,22 +92,22 @@ def triad_seconds(n, budget_s):
         arrays[0] = triad(*arrays)
         arrays[0].block_until_ready()
 
-    return bench.median_time(one, budget_s=budget_s)
+    return benchmarks.median_time(one, budget_s=budget_s)
 
 
 def matmul_gflops(n=2048):
     a, b = jnp.ones((n, n), jnp.float32), jnp.ones((n, n), jnp.float32)
     mm = jax.jit(jnp.matmul)
-    return 2 * n**3 / bench.median_time(lambda: mm(a, b).block_until_ready()) / 1e9
+    return 2 * n**3 / benchmarks.median_time(lambda: mm(a, b).block_until_ready()) / 1e9
 
 
 def conv_gflops():
-    c = bench.CONV
+    c = benchmarks.CONV
     x = jnp.ones((c["batch"], c["size"], c["size"], c["in_channels"]), jnp.float32)
     w = jnp.ones((c["kernel"], c["kernel"], c["in_channels"], c["out_channels"]), jnp.float32)
     conv = jax.jit(lambda x, w: jax.lax.conv_general_dilated(x, w, (1, 1), "VALID",
                                                              dimension_numbers=("NHWC", "HWIO", "NHWC")))
-    return bench.conv_flops() / bench.median_time(lambda: conv(x, w).block_until_ready()) / 1e9
+    return benchmarks.conv_flops() / benchmarks.median_time(lambda: conv(x, w).block_until_ready()) / 1e9
 
 
 def _textbook_step(dataset):
@@ -158,4 +149,4 @@ def textbook_samples_per_s(ds, dataset, batch_size):
         float(loss)
 
     batches = data.train_batches(ds.x_train, ds.y_train, batch_size, epoch=1, seed=0, augment=dataset == "cifar")
-    return bench.timed_loop(batches, one)
+    return benchmarks.timed_loop(batches, one)

@@ -23,8 +23,8 @@ carrying the protocol's settings and their hash; ``<out>/<dataset>/protocol.json
 run whose record exists is skipped, and a folder or record of another protocol is an error, never
 overwritten. The tables and plots are rebuilt from the records alone (:func:`report`).
 
-Backend-neutral: NumPy only. The engines (``jax_train.compare``: all runs of a row at once under
-``jax.vmap``; ``torch_train.compare``: one after another) are passed in. ``engine.start(row, combos)``
+Backend-neutral: NumPy only. The engines (``jax_train.comparison``: all runs of a row at once under
+``jax.vmap``; ``torch_train.comparison``: one after another) are passed in. ``engine.start(row, combos)``
 returns a group training the first ``group.size`` of the ``(lr, seed)`` combos, with
 ``train_step(x, y)`` (per-run batches stacked on a leading axis) -> per-run ``(loss, correct)`` and
 ``eval_batch(x, y)`` (one batch for all) -> per-run ``(loss sum, correct)``; the epoch loop, the
@@ -43,32 +43,15 @@ from pathlib import Path
 import numpy as np
 
 from . import data, plots, training
-from .hparams import LOOKAHEAD_ALPHA, LOOKAHEAD_K, ROWS, split_row
+from .registry import LOOKAHEAD_ALPHA, LOOKAHEAD_K, OPTIM_DB, ROWS, split_row
 from .models import MODELS, model_sizes
 from .runs import atomic_write, jsonable
 
 PHASES = ("tune", "final")
 
-# The centre of each key's learning-rate grid: the learning rate it is usually run with (its
-# torch.optim default where that is the usual one). The Lookahead rows take their inner key's.
-LR_CENTRES = {
-    "sgd": 0.1,         # plain SGD needs a larger step than torch's default 1e-3
-    "momentum": 0.01,   # momentum 0.9 multiplies the step by 10
-    "nesterov": 0.01,
-    "adagrad": 0.01,
-    "adadelta": 1.0,
-    "rmsprop": 1e-3,    # Keras' default; torch's 1e-2 often diverges
-    "adam": 1e-3,
-    "amsgrad": 1e-3,
-    "adamax": 2e-3,
-    "adamw": 1e-3,
-    "nadam": 2e-3,
-    "radam": 1e-3,
-    "adabound": 1e-3,
-    "amsbound": 1e-3,
-    "aggmo": 0.01,      # betas (0, 0.9, 0.99) multiply the step by about 37
-}
-
+# The centre of each key's learning-rate grid (the registry's ``lr_centre``: the rate it is usually
+# run with). The Lookahead rows take their inner key's.
+LR_CENTRES = {info.key: info.lr_centre for info in OPTIM_DB}
 
 
 def log_grid(decades: float) -> tuple:
@@ -145,12 +128,25 @@ class Protocol:
             raise CompareError(f"-lookahead_alpha must be in (0, 1], got {self.lookahead_alpha}")
 
     def config(self) -> dict:
-        """The settings as JSON values, with the grid centres and the selection rule they imply."""
-        return jsonable({**dataclasses.asdict(self), "model": MODELS[self.dataset], "lr_centres": LR_CENTRES,
-                          "split_seed": SPLIT_SEED, "selection": "best final val_acc of the tune runs"})
+        """The settings as JSON values, with the selection rule they imply. The rows' grid centres
+        are not among them: an optimizer added to the registry leaves the protocol as it was (each
+        record carries its row's centre)."""
+        return jsonable({**dataclasses.asdict(self), "model": MODELS[self.dataset], "split_seed": SPLIT_SEED,
+                         "selection": "best final val_acc of the tune runs"})
 
     def hash(self) -> str:
         return hashlib.sha256(json.dumps(self.config(), sort_keys=True).encode()).hexdigest()[:12]
+
+    def accepts(self, stored: dict) -> bool:
+        """Whether a folder's ``protocol.json`` is this protocol. Folders written before the
+        centres left the settings list every key's centre of that day (``lr_centres``): they are
+        this protocol if the rest is the same and each centre they list is still the key's."""
+        if stored.get("hash") == self.hash():
+            return True
+        config = dict(stored.get("config", {}))
+        centres = config.pop("lr_centres", None)
+        return centres is not None and config == self.config() and all(
+            LR_CENTRES.get(key) == centre for key, centre in centres.items())
 
     def grid(self, row: str) -> list[float]:
         """The row's learning rates, rounded to 3 significant digits (so they name files exactly)."""
@@ -335,7 +331,7 @@ def _read_json(path: Path):
 
 
 def _other_protocol(folder: Path, stored: dict, protocol: Protocol) -> CompareError:
-    ours = protocol.config()
+    ours = {**protocol.config(), **({"lr_centres": LR_CENTRES} if "lr_centres" in stored else {})}
     diff = [f"{k} {stored.get(k)!r} there, {ours.get(k)!r} here" for k in sorted(set(ours) | set(stored))
             if stored.get(k) != ours.get(k)]
     return CompareError(
@@ -343,22 +339,24 @@ def _other_protocol(folder: Path, stored: dict, protocol: Protocol) -> CompareEr
         f"-out, run with the settings in {folder}/protocol.json, or delete the folder to start over.")
 
 
-def open_out_dir(out, protocol: Protocol) -> Path:
-    """``<out>/<dataset>``, created with its protocol.json, or checked against it."""
+def open_out_dir(out, protocol: Protocol) -> str:
+    """Create ``<out>/<dataset>`` with its protocol.json, or check it against the protocol; the
+    folder's protocol hash, which its records carry (an older folder's, if it accepts it)."""
     folder = dataset_dir(out, protocol.dataset)
     path = folder / "protocol.json"
     if path.exists():
         stored = _read_json(path)
-        if stored.get("hash") != protocol.hash():
+        if not protocol.accepts(stored):
             raise _other_protocol(folder, stored.get("config", {}), protocol)
-    elif (folder / "records").is_dir() and any((folder / "records").iterdir()):
+        return stored["hash"]
+    if (folder / "records").is_dir() and any((folder / "records").iterdir()):
         raise CompareError(f"{folder} holds records but no protocol.json, so their protocol is unknown; choose "
                            "another -out, or delete the folder to start over")
     else:
         (folder / "records").mkdir(parents=True, exist_ok=True)
         text = json.dumps({"hash": protocol.hash(), "config": protocol.config()}, indent=1) + "\n"
         atomic_write(path, text.encode())
-    return folder
+    return protocol.hash()
 
 
 def read_record(path: Path, protocol_hash: str):
@@ -372,12 +370,12 @@ def read_record(path: Path, protocol_hash: str):
     return record
 
 
-def write_record(out, protocol: Protocol, phase, row, lr, seed, result) -> Path:
+def write_record(out, protocol: Protocol, protocol_hash: str, phase, row, lr, seed, result) -> Path:
     key, lookahead = parse_row(row)
     record = {"dataset": protocol.dataset, "phase": phase, "row": row, "optimizer": key, "lookahead": lookahead,
-              "lr": lr, "seed": seed, "backend": protocol.backend,
+              "lr": lr, "lr_centre": LR_CENTRES[key], "seed": seed, "backend": protocol.backend,
               **{k: result[k] for k in ("engine", "group_size", "compile_s", "epochs")},
-              "protocol_hash": protocol.hash(), "protocol": protocol.config()}
+              "protocol_hash": protocol_hash, "protocol": protocol.config()}
     path = record_path(out, protocol.dataset, phase, row, lr, seed)
     atomic_write(path, (json.dumps(record, indent=1) + "\n").encode())
     return path
@@ -402,11 +400,11 @@ def run(engine, problem: Problem, out, rows=ROWS, show_progress=True, log=print)
     p = problem.protocol
     for row in rows:
         parse_row(row)
-    open_out_dir(out, p)
+    folder_hash = open_out_dir(out, p)
     chosen = {}
 
     def finished(phase, row, lr, seed):
-        return read_record(record_path(out, p.dataset, phase, row, lr, seed), p.hash())
+        return read_record(record_path(out, p.dataset, phase, row, lr, seed), folder_hash)
 
     for phase in PHASES:
         combos = {}
@@ -425,7 +423,7 @@ def run(engine, problem: Problem, out, rows=ROWS, show_progress=True, log=print)
 
             def write(chunk, results, phase=phase, row=row, bar=bar):
                 for (lr, seed), result in zip(chunk, results):
-                    write_record(out, p, phase, row, lr, seed, result)
+                    write_record(out, p, folder_hash, phase, row, lr, seed, result)
                     last = result["epochs"][-1]
                     scores = "".join(f", {k} {last[k]:.4f}" for k in ("val_acc", "test_acc") if k in last)
                     loss = "diverged" if last["train_loss"] is None else f"{last['train_loss']:.4f}"
