@@ -19,6 +19,7 @@ from .adam import adam, amsgrad, scale_by_adam
 from .adamax import adamax, scale_by_adamax
 from .adamw import adamw
 from .aggmo import aggmo, scale_by_aggmo
+from .lion import lion, scale_by_lion
 from .lookahead import LookaheadState, lookahead
 from .nadam import nadam, scale_by_nadam
 from .radam import radam, scale_by_radam
@@ -37,7 +38,7 @@ OPTIMIZERS = {info.key: _factory(info) for info in OPTIM_DB}
 
 __all__ = [
     "OPTIMIZERS", "LookaheadState", "adabound", "adadelta", "adagrad", "adam", "adamax", "adamw", "aggmo",
-    "amsbound", "amsgrad", "lookahead", "nadam", "radam", "rmsprop", "scale_by_adabound", "scale_by_adadelta",
-    "scale_by_adagrad", "scale_by_adam", "scale_by_adamax", "scale_by_aggmo", "scale_by_nadam",
+    "amsbound", "amsgrad", "lion", "lookahead", "nadam", "radam", "rmsprop", "scale_by_adabound", "scale_by_adadelta",
+    "scale_by_adagrad", "scale_by_adam", "scale_by_adamax", "scale_by_aggmo", "scale_by_lion", "scale_by_nadam",
     "scale_by_radam", "scale_by_rmsprop", "sgd",
 ]

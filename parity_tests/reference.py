@@ -5,6 +5,7 @@ its order, so that torch_opt and jax_opt are checked against an independent impl
 
 - AdaBound / AMSBound: Luo et al., ICLR 2019; Luolc/AdaBound ``adabound.py``.
 - AggMo: Lucas et al., ICLR 2019; AtheMathmo/AggMo ``aggmo.py``.
+- Lion: Chen et al., NeurIPS 2023, Program 1; google/automl ``lion/lion_pytorch.py``.
 - Lookahead: Zhang et al., NeurIPS 2019, Algorithm 1; michaelrzhang/lookahead.
 
 Each takes the initial params as a list of param groups (lists of arrays) and one dict of
@@ -96,6 +97,23 @@ class AggMo(_Reference):
         for beta in betas:
             st[beta] = st[beta] * beta + g
             p -= hp["lr"] / len(betas) * st[beta]
+        return st
+
+
+class Lion(_Reference):
+    """google/automl's Lion: decoupled decay ``p *= 1 - lr * wd``; ``p -= lr * sign(b1 m + (1 - b1) g)``;
+    then ``m = b2 m + (1 - b2) g``."""
+
+    defaults = dict(lr=1e-4, betas=(0.9, 0.99), weight_decay=0.0)
+
+    def _update(self, p, g, st, hp):
+        beta1, beta2 = hp["betas"]
+        if st is None:
+            st = dict(exp_avg=np.zeros_like(p))
+        p *= 1 - hp["lr"] * hp["weight_decay"]
+        update = st["exp_avg"] * beta1 + g * (1 - beta1)
+        p -= hp["lr"] * np.sign(update)
+        st["exp_avg"] = st["exp_avg"] * beta2 + g * (1 - beta2)
         return st
 
 

@@ -20,6 +20,7 @@ from .adamax import Adamax
 from .adamw import AdamW
 from .aggmo import AggMo
 from .apply_if_finite import ApplyIfFinite
+from .lion import Lion
 from .lookahead import Lookahead
 from .nadam import NAdam
 from .radam import RAdam
@@ -38,5 +39,5 @@ OPTIMIZERS = {info.key: _factory(info) for info in OPTIM_DB}
 
 __all__ = [
     "OPTIMIZERS", "SGD", "AdaBound", "Adadelta", "Adagrad", "Adam", "Adamax", "AdamW", "AggMo", "ApplyIfFinite",
-    "Lookahead", "NAdam", "RAdam", "RMSprop",
+    "Lion", "Lookahead", "NAdam", "RAdam", "RMSprop",
 ]

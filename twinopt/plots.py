@@ -3,8 +3,8 @@ learning-rate sensitivity, one PNG each per dataset.
 
 matplotlib is imported inside the functions and drawn through a bare ``Figure`` (Agg, no
 pyplot): no display is needed and the user's backend is left alone; nothing here imports JAX or
-torch. Up to 17 lines share a panel, so each row gets its own colour and line style
-(:func:`style`): the ten tab10 colours solid, then seven Dark2 colours dashed.
+torch. Every row shares a panel, so each gets its own colour and line style (:func:`style`): the
+ten tab10 colours solid, then the Dark2 and Set1 colours dashed, then dotted (up to 30 rows).
 """
 
 from __future__ import annotations
@@ -15,7 +15,7 @@ import numpy as np
 
 from .registry import ROWS
 
-LINESTYLES = ("-", "--")
+LINESTYLES = ("-", "--", ":")
 
 
 def style(row: str) -> dict:
@@ -23,7 +23,7 @@ def style(row: str) -> dict:
     from matplotlib import colormaps
 
     i = ROWS.index(row)
-    colours = colormaps["tab10"].colors + colormaps["Dark2"].colors
+    colours = colormaps["tab10"].colors + colormaps["Dark2"].colors + colormaps["Set1"].colors
     return {"color": colours[i], "linestyle": LINESTYLES[i // 10]}
 
 

@@ -30,7 +30,7 @@ from .hparams import check_betas
 TOLERANCE = {"float64": 1e-12, "float32": 1e-5}
 
 # The peers' libraries whose pip name is not their module's.
-DISTRIBUTIONS = {"torch_optimizer": "torch-optimizer"}
+DISTRIBUTIONS = {"torch_optimizer": "torch-optimizer", "lion_pytorch": "lion-pytorch"}
 
 # torch name -> JAX name of the arguments every key shares; ``("b1", "b2")``: a pair split in two.
 JAX_NAMES = {"lr": "learning_rate", "betas": ("b1", "b2")}
@@ -289,6 +289,15 @@ OPTIM_DB = (
         cases={"": ({"lr": 0.05}, {"lr": 0.02, "betas": (0.0, 0.5, 0.9, 0.95)})},
         peers=(Peer("torch_optimizer.AggMo"), Peer("pytorch_optimizer.AggMo", foreach=True)),
         lr_centre=0.01,  # betas (0, 0.9, 0.99) multiply the step by about 37
+    ),
+    OptimizerInfo(
+        "lion", "lion", "Lion", "lion", lr=1e-4, hparams={"betas": (0.9, 0.99)},
+        state={"mu": "exp_avg"}, torch_step=False, state_arrays=1, reference="parity_tests.reference.Lion",
+        cases={"": ({"lr": 0.01}, {"lr": 0.005, "betas": (0.8, 0.95)})},
+        peers=(Peer("optax.lion", {"weight_decay": 0.0}),  # optax's default decay is 1e-3, the official code's 0
+               Peer("lion_pytorch.Lion"), Peer("pytorch_optimizer.Lion", foreach=True)),
+        # Every coordinate moves by lr a step: 3-10x below AdamW's rate (Chen et al. 2023, Section 5).
+        lr_centre=1e-4,
     ),
 )
 
