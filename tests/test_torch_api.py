@@ -189,3 +189,34 @@ def test_blocks_split_large_contiguous_cpu_tensors_only(monkeypatch):
     assert torch.equal(b, a)
     assert [t.shape for t in next(_base.blocks(a.t(), b))] == [a.t().shape, b.shape]  # strided: whole
     assert len(list(_base.blocks(torch.zeros(5), torch.zeros(5)))) == 1
+
+
+STEP_PATHS = [(key, path) for key in KEYS if INFO[key].torch_step for path in (
+    {"foreach": False}, {"foreach": True},
+    *([{"fused": True}] if "fused" in inspect.signature(torch_opt.OPTIMIZERS[key]).parameters else []))]
+
+
+@pytest.mark.parametrize("key, path", STEP_PATHS,
+                         ids=[f"{k}-{next(iter(p))}{p.get('foreach', '')}" for k, p in STEP_PATHS])
+def test_a_state_dict_whose_steps_are_numbers_resumes(key, path):
+    """torch.optim wrote each param's step as a Python number before 1.12, and users' checkpoints
+    still hold them: loaded, the run continues on the trajectory it was on (the steps become
+    tensors, as torch.optim's __setstate__ makes them)."""
+    finals = []
+    for old_form in (False, True):
+        model, x, y = model_and_data()
+        opt = torch_opt.OPTIMIZERS[key](model.parameters(), lr=1e-2, **path)
+        for i in range(6):
+            if i == 3:
+                saved = opt.state_dict()
+                if old_form:
+                    saved["state"] = {k: {**s, "step": float(s["step"])} for k, s in saved["state"].items()}
+                opt = torch_opt.OPTIMIZERS[key](model.parameters(), lr=1e-2, **path)
+                opt.load_state_dict(saved)
+            opt.zero_grad()
+            torch.nn.functional.mse_loss(model(x), y).backward()
+            opt.step()
+        assert all(torch.is_tensor(s["step"]) and s["step"].item() == 6 for s in opt.state.values())
+        finals.append([p.detach().clone() for p in model.parameters()])
+    for a, b in zip(*finals):
+        torch.testing.assert_close(a, b, rtol=0, atol=0)

@@ -95,6 +95,13 @@ class Optimizer(torch.optim.Optimizer):
             group.setdefault("maximize", False)
             if "fused" in self.defaults:  # state dicts saved before there was a fused path
                 group.setdefault("fused", None)
+        # torch.optim wrote each step as a Python number before 1.12 (the official AdaBound code
+        # still does); the paths count in tensors (on the param's device where a fused kernel reads them).
+        fused = {p for group in self.param_groups if group.get("fused") for p in group["params"]}
+        for p, s in self.state.items():
+            if "step" in s and not torch.is_tensor(s["step"]):
+                s["step"] = torch.tensor(float(s["step"]), dtype=scalar_step_dtype(),
+                                         device=p.device if p in fused else None)
 
     def _init_state(self, p, group) -> dict:
         raise NotImplementedError

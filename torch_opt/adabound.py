@@ -83,13 +83,6 @@ class AdaBound(Optimizer):
         for group, base_lr in zip(self.param_groups, base_lrs):
             group.setdefault("base_lr", base_lr)
 
-    def __setstate__(self, state):
-        super().__setstate__(state)
-        # The official code counts steps in a Python int; the update increments a tensor in place.
-        for p_state in self.state.values():
-            if "step" in p_state and not torch.is_tensor(p_state["step"]):
-                p_state["step"] = new_step().fill_(float(p_state["step"]))
-
     def _init_state(self, p, group):
         state = {"step": new_step(), "exp_avg": torch.zeros_like(p), "exp_avg_sq": torch.zeros_like(p)}
         if group["amsbound"]:
