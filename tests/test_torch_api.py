@@ -220,3 +220,36 @@ def test_a_state_dict_whose_steps_are_numbers_resumes(key, path):
         finals.append([p.detach().clone() for p in model.parameters()])
     for a, b in zip(*finals):
         torch.testing.assert_close(a, b, rtol=0, atol=0)
+
+
+@pytest.mark.parametrize("copy", ["deepcopy", "pickle"])
+@pytest.mark.parametrize("wrapper", ["lookahead", "apply_if_finite"])
+def test_a_copied_wrapper_continues_as_the_original(wrapper, copy):
+    """copy.deepcopy and pickle keep the inner optimizer, the settings and the counters of a
+    Lookahead or ApplyIfFinite (torch.optim's __getstate__ alone keeps defaults, state and
+    param_groups): the copy, stepped on its own params, follows the original."""
+    import copy as copy_module
+    import pickle
+
+    def wrap(params):
+        inner = torch_opt.Adam(params, lr=0.05)
+        if wrapper == "lookahead":
+            return torch_opt.Lookahead(inner, k=3, alpha=0.4)
+        return torch_opt.ApplyIfFinite(inner, max_consecutive_errors=2)
+
+    p = torch.nn.Parameter(torch.arange(4.0, dtype=torch.float64))
+    opt = wrap([p])
+    for i in range(4):
+        p.grad = torch.full_like(p, float(i) - 1.5)
+        opt.step()
+    p2, opt2 = (copy_module.deepcopy((p, opt)) if copy == "deepcopy" else pickle.loads(pickle.dumps((p, opt))))
+    assert type(opt2.optimizer) is torch_opt.Adam and opt2.param_groups is opt2.optimizer.param_groups
+    assert opt2.param_groups[0]["params"][0] is p2
+    for i in range(5):
+        for param in (p, p2):
+            param.grad = torch.full_like(param, 0.5 * i - 1.0)
+        opt.step()
+        opt2.step()
+    torch.testing.assert_close(p2, p, rtol=0, atol=0)
+    settings = [{k: v for k, v in o.state_dict().items() if k not in ("state", "inner_state")} for o in (opt, opt2)]
+    assert settings[0] == settings[1] and len(settings[0]) > 1  # the wrapper's counters and settings

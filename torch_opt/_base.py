@@ -151,6 +151,13 @@ class Wrapper(torch.optim.Optimizer):
         self.optimizer = optimizer
         self.param_groups = optimizer.param_groups
 
+    def __getstate__(self):
+        # torch.optim pickles defaults, state and param_groups only: a copy would lose the inner
+        # optimizer and the wrapper's settings and counters. (Pickle and deepcopy keep the shared
+        # param_groups list and the params shared, within one copy.)
+        return {**super().__getstate__(),
+                **{name: value for name, value in self.__dict__.items() if not name.startswith("_")}}
+
     def add_param_group(self, param_group):
         if hasattr(self, "optimizer"):  # after __init__, groups belong to the inner optimizer
             self.optimizer.add_param_group(param_group)
