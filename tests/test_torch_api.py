@@ -253,3 +253,18 @@ def test_a_copied_wrapper_continues_as_the_original(wrapper, copy):
     torch.testing.assert_close(p2, p, rtol=0, atol=0)
     settings = [{k: v for k, v in o.state_dict().items() if k not in ("state", "inner_state")} for o in (opt, opt2)]
     assert settings[0] == settings[1] and len(settings[0]) > 1  # the wrapper's counters and settings
+
+
+@pytest.mark.parametrize("key", FUSED_KEYS)
+def test_fused_accepts_meta_params_until_they_step(key):
+    """Deferred initialization, as torch.optim allows it: fused=True takes params on the meta
+    device at construction (and gives their state_dict, a template for a checkpoint); a step
+    while they are still there is refused clearly, where torch.optim raises too."""
+    with torch.device("meta"):
+        model = torch.nn.Linear(3, 2)
+    opt = torch_opt.OPTIMIZERS[key](model.parameters(), lr=1e-2, fused=True)
+    assert opt.state_dict()["param_groups"][0]["fused"] is True
+    for p in model.parameters():
+        p.grad = torch.ones_like(p)
+    with pytest.raises(ValueError, match="fused=True takes floating-point params on .*got torch.float32 on meta"):
+        opt.step()

@@ -47,16 +47,19 @@ def blocks(*tensors):
         yield tuple(None if f is None else f[start:start + BLOCK] for f in flat)
 
 
-def check_fused(fused, foreach, params) -> None:
+def check_fused(fused, foreach, params, at_step=False) -> None:
     """``fused=True`` runs torch's fused kernels (one pass over each tensor), which take dense
-    floating-point tensors on the devices torch built them for."""
+    floating-point tensors on the devices torch built them for. Params on the ``meta`` device pass
+    at construction (as in torch.optim: a model built there gets its storage by ``to_empty``
+    before it steps), not at a step."""
     if not fused:
         return
     if foreach:
         raise ValueError("fused=True and foreach=True are two different paths; pass only one (fused is the faster).")
     supported = torch.utils._foreach_utils._get_fused_kernels_supported_devices()
+    allowed = supported if at_step else [*supported, "meta"]
     for p in params:
-        if not p.is_floating_point() or p.device.type not in supported:
+        if not p.is_floating_point() or p.device.type not in allowed:
             raise ValueError(f"fused=True takes floating-point params on {', '.join(supported)}; got {p.dtype} on "
                              f"{p.device.type}. Use foreach=True instead.")
 
@@ -128,6 +131,7 @@ class Optimizer(torch.optim.Optimizer):
                     )
                 if not self.state[p]:
                     self.state[p].update(self._init_state(p, group))
+            check_fused(group.get("fused"), group["foreach"], params, at_step=True)
             foreach = group["foreach"]
             if foreach is None:
                 foreach = default_foreach(params)

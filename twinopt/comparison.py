@@ -401,6 +401,7 @@ def run(engine, problem: Problem, out, rows=ROWS, show_progress=True, log=print)
     for row in rows:
         parse_row(row)
     folder_hash = open_out_dir(out, p)
+    log(f"{p.dataset}: protocol {folder_hash} ({dataset_dir(out, p.dataset)})")
     chosen = {}
 
     def finished(phase, row, lr, seed):

@@ -118,7 +118,7 @@ def run(args):
     problem = comparison.load_problem(protocol_from(args, args.backend), args.data_dir, args.data_source,
                                    args.eval_batch_size)
     print(f"data: {problem.source}; {len(problem.y_train)} train / {len(problem.evals['val'][1])} validation / "
-          f"{len(problem.evals['test'][1])} test images; protocol {problem.protocol.hash()}", flush=True)
+          f"{len(problem.evals['test'][1])} test images", flush=True)
     if args.backend == "jax":
         from jax_train.comparison import precision
     else:
