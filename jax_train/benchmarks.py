@@ -14,10 +14,11 @@ from flax import nnx
 import jax_opt
 from jax_train.models import build_model
 from twinopt import benchmarks, data, registry
-from twinopt.registry import LOOKAHEAD_ALPHA, LOOKAHEAD_K, split_row
 from twinopt.models import INPUT_SHAPES, MODELS
+from twinopt.registry import LOOKAHEAD_ALPHA, LOOKAHEAD_K, split_row
 
 LR = 1e-3
+
 
 def implementations(row):
     """``[(kind, name, transformation, params_wrapper)]`` for one row: ours, then the registry's
@@ -78,8 +79,7 @@ def time_row(row, shapes, **timing):
     """``[(kind, impl, seconds per step)]`` for ours and optax on ``shapes``, timed in turn."""
     impls = implementations(row)
     medians = benchmarks.interleaved_medians(
-        {(kind, name): _stepper(tx, wrap, shapes) for kind, name, tx, wrap in impls},
-                                        **timing)
+        {(kind, name): _stepper(tx, wrap, shapes) for kind, name, tx, wrap in impls}, **timing)
     return [(kind, name, medians[kind, name]) for kind, name, _, _ in impls]
 
 

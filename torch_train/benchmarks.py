@@ -12,8 +12,8 @@ import torch
 import torch_opt
 from torch_train.models import build_model
 from twinopt import benchmarks, data, registry
-from twinopt.registry import LOOKAHEAD_ALPHA, LOOKAHEAD_K, split_row
 from twinopt.models import MODELS
+from twinopt.registry import LOOKAHEAD_ALPHA, LOOKAHEAD_K, split_row
 
 LR = 1e-3
 

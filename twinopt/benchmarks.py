@@ -18,8 +18,8 @@ import statistics
 import time
 from pathlib import Path
 
-from twinopt.registry import INFO, LOOKAHEAD_K, split_row
 from twinopt.models import param_shapes
+from twinopt.registry import INFO, LOOKAHEAD_K, split_row
 
 TRIAD_ELEMENTS = 64 * 2**20  # 3 arrays of 256 MiB (float32): far beyond any cache
 

@@ -43,8 +43,8 @@ from pathlib import Path
 import numpy as np
 
 from . import data, plots, training
-from .registry import LOOKAHEAD_ALPHA, LOOKAHEAD_K, OPTIM_DB, ROWS, split_row
 from .models import MODELS, model_sizes
+from .registry import LOOKAHEAD_ALPHA, LOOKAHEAD_K, OPTIM_DB, ROWS, split_row
 from .runs import atomic_write, jsonable
 
 PHASES = ("tune", "final")
