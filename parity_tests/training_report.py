@@ -26,9 +26,7 @@ from . import test_training_parity as t  # noqa: E402
 def measure(tmp, key, dataset, dtype="float64"):
     runs = t.train_both(tmp, tmp / "data", dataset, key, dtype=dtype)
     loss_err = t.rel(t.step_losses(runs["jax"]), t.step_losses(runs["torch"]))
-    np_dtype = np.float64 if dtype == "float64" else np.float32
-    weights = t.weights_rel(t.final_weights(runs["jax"], "jax", dataset, np_dtype),
-                            t.final_weights(runs["torch"], "torch", dataset, np_dtype))
+    weights = t.weights_rel(t.final_weights(runs["jax"]), t.final_weights(runs["torch"]))
     return loss_err, weights.max(), int(np.sum(weights > t.TOL))
 
 
