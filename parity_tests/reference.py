@@ -117,6 +117,21 @@ class Lion(_Reference):
         return st
 
 
+# ANCHOR issue 17: rprop, asgd
+
+
+# ANCHOR issue 17: lamb, lars
+
+
+# ANCHOR issue 17: adabelief, adan
+
+
+# ANCHOR issue 17: adopt, ademamix
+
+
+# ANCHOR issue 17: adafactor
+
+
 class Lookahead:
     """Zhang et al. 2019, Algorithm 1 around any stepper: the slow weights start at the initial
     params; after every k-th inner step, ``slow += alpha (fast - slow)`` and ``fast = slow``."""

@@ -299,6 +299,11 @@ OPTIM_DB = (
         # Every coordinate moves by lr a step: 3-10x below AdamW's rate (Chen et al. 2023, Section 5).
         lr_centre=1e-4,
     ),
+    # ANCHOR issue 17: rprop, asgd
+    # ANCHOR issue 17: lamb, lars
+    # ANCHOR issue 17: adabelief, adan
+    # ANCHOR issue 17: adopt, ademamix
+    # ANCHOR issue 17: adafactor
 )
 
 INFO = {info.key: info for info in OPTIM_DB}
