@@ -7,6 +7,7 @@ import inspect
 
 import pytest
 import torch
+from torch.optim.optimizer import register_optimizer_step_post_hook, register_optimizer_step_pre_hook
 
 import torch_opt
 from twinopt.registry import INFO, KEYS
@@ -268,3 +269,31 @@ def test_fused_accepts_meta_params_until_they_step(key):
         p.grad = torch.ones_like(p)
     with pytest.raises(ValueError, match="fused=True takes floating-point params on .*got torch.float32 on meta"):
         opt.step()
+
+
+@pytest.mark.parametrize("wrapper", ["lookahead", "apply_if_finite", "nested"])
+def test_step_hooks_fire_once_per_step_through_wrappers(wrapper):
+    """torch.optim's global step hooks (register_optimizer_step_pre/post_hook) fire once per
+    ``step()`` the user calls, as for any optimizer, not again for each wrapped optimizer; hooks
+    registered on an inner optimizer itself still fire when it steps."""
+    p = torch.nn.Parameter(torch.ones(3))
+    inner = torch_opt.Adam([p], lr=0.1)
+    calls = []
+    inner.register_step_pre_hook(lambda opt, args, kwargs: calls.append(("inner pre", type(opt).__name__)))
+    inner.register_step_post_hook(lambda opt, args, kwargs: calls.append(("inner post", type(opt).__name__)))
+    opt = {"lookahead": lambda: torch_opt.Lookahead(inner, k=2),
+           "apply_if_finite": lambda: torch_opt.ApplyIfFinite(inner, max_consecutive_errors=1),
+           "nested": lambda: torch_opt.Lookahead(torch_opt.ApplyIfFinite(inner, max_consecutive_errors=1), k=2)}[wrapper]()
+    handles = [register_optimizer_step_pre_hook(
+                   lambda o, args, kwargs: calls.append(("global pre", type(o).__name__))),
+               register_optimizer_step_post_hook(
+                   lambda o, args, kwargs: calls.append(("global post", type(o).__name__)))]
+    try:
+        for _ in range(3):
+            p.grad = torch.ones_like(p)
+            opt.step()
+    finally:
+        for handle in handles:
+            handle.remove()
+    outer = type(opt).__name__
+    assert calls == [("global pre", outer), ("inner pre", "Adam"), ("inner post", "Adam"), ("global post", outer)] * 3

@@ -162,6 +162,22 @@ class Wrapper(torch.optim.Optimizer):
         return {**super().__getstate__(),
                 **{name: value for name, value in self.__dict__.items() if not name.startswith("_")}}
 
+    def _inner_step(self, closure=None):
+        """The inner optimizer's step with its own step hooks, without torch.optim's global ones:
+        those already run once around the wrapper's step, the one the user called."""
+        inner = self.optimizer
+        step = type(inner).step
+        args, kwargs = (inner,) if closure is None else (inner, closure), {}
+        for hook in inner._optimizer_step_pre_hooks.values():
+            result = hook(inner, args, kwargs)
+            if result is not None:
+                args, kwargs = result
+        out = getattr(step, "__wrapped__", step)(*args, **kwargs)
+        inner._optimizer_step_code()
+        for hook in inner._optimizer_step_post_hooks.values():
+            hook(inner, args, kwargs)
+        return out
+
     def add_param_group(self, param_group):
         if hasattr(self, "optimizer"):  # after __init__, groups belong to the inner optimizer
             self.optimizer.add_param_group(param_group)

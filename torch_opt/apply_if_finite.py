@@ -66,10 +66,7 @@ class ApplyIfFinite(Wrapper):
         self.total_notfinite += not finite
         self.last_finite = finite
         if finite or self.notfinite_count > self.max_consecutive_errors:
-            if closure is None:
-                self.optimizer.step()
-            else:
-                self.optimizer.step(_first_call_cached(closure, loss))
+            self._inner_step(None if closure is None else _first_call_cached(closure, loss))
         return loss
 
     def state_dict(self):

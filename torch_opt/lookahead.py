@@ -50,7 +50,7 @@ class Lookahead(Wrapper):
         for p in params:
             if "slow_param" not in self.state[p]:
                 self.state[p]["slow_param"] = p.detach().clone()
-        loss = self.optimizer.step(closure)
+        loss = self._inner_step(closure)
         self.lookahead_step += 1
         if self.lookahead_step % self.k == 0:
             slow = [self.state[p]["slow_param"] for p in params]
