@@ -34,18 +34,33 @@ class LookaheadState(NamedTuple):
     count: jnp.ndarray
 
 
-def lookahead(inner: optax.GradientTransformation, sync_period=5, slow_step_size=0.5) -> optax.GradientTransformation:
-    """Wrap ``inner``: every ``sync_period`` steps the params move to the updated slow weights."""
+def lookahead(inner: optax.GradientTransformation, sync_period: int = 5,
+              slow_step_size: float = 0.5) -> optax.GradientTransformationExtraArgs:
+    """Wrap ``inner``: every ``sync_period`` steps the params move to the updated slow weights.
+
+    Args:
+      inner: the transformation of the fast weights (any optax transformation; extra arguments
+        given to ``update``, such as ``value=loss``, are passed on to it).
+      sync_period: k, the inner steps between synchronisations, an integer >= 1.
+      slow_step_size: alpha, the fraction of the way the slow weights move, in (0, 1].
+
+    Returns:
+      An ``optax.GradientTransformationExtraArgs`` whose state is a :class:`LookaheadState`;
+      ``update`` needs ``params``. Under ``optax.inject_hyperparams`` both settings may be arrays.
+    """
     check_int("sync_period", sync_period)
     check_range("slow_step_size", slow_step_size, 0.0, 1.0, low_open=True)
+
+    # Extra arguments (value=loss, ...) reach the inner transformation; one that takes none ignores them.
+    inner = optax.with_extra_args_support(inner)
 
     def init(params):
         return LookaheadState(inner.init(params), tree_map(jnp.array, params), init_count())
 
-    def update(updates, state, params=None):
+    def update(updates, state, params=None, **extra_args):
         if params is None:
             raise ValueError("lookahead needs the params: call update(grads, state, params).")
-        inner_updates, inner_state = inner.update(updates, state.inner_state, params)
+        inner_updates, inner_state = inner.update(updates, state.inner_state, params, **extra_args)
         fast = optax.apply_updates(params, inner_updates)
         count = optax.safe_increment(state.count)
         sync = count % sync_period == 0
@@ -54,4 +69,4 @@ def lookahead(inner: optax.GradientTransformation, sync_period=5, slow_step_size
         updates = tree_map(lambda s, u, p: jnp.where(sync, s - p, u), slow, inner_updates, params)
         return updates, LookaheadState(inner_state, slow, count)
 
-    return optax.GradientTransformation(init, update)
+    return optax.GradientTransformationExtraArgs(init, update)

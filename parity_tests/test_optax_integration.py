@@ -130,3 +130,45 @@ def test_state_buffers_can_be_donated(key, lookahead):
     for _ in range(3):
         params, state = step(params, state, jax.tree_util.tree_map(jnp.ones_like, params))
     assert all(np.isfinite(np.asarray(x)).all() for x in jax.tree_util.tree_leaves(params))
+
+
+def test_lookahead_takes_extra_args_and_passes_them_to_the_inner_transformation():
+    """jax_opt.lookahead is an ``optax.GradientTransformationExtraArgs``: it stands where optax
+    expects one (``value=loss`` for a line search, ...) and hands the extra arguments to its inner
+    transformation, which receives them as it would alone."""
+    seen = []
+
+    def inner_update(updates, state, params=None, *, value=None, **extra):
+        seen.append(value)
+        return jax.tree_util.tree_map(lambda u: -0.1 * u, updates), state
+
+    inner = optax.GradientTransformationExtraArgs(lambda params: optax.EmptyState(), inner_update)
+    tx = jax_opt.lookahead(inner, sync_period=2)
+    assert isinstance(tx, optax.GradientTransformationExtraArgs)
+    params = {"w": jnp.ones(3)}
+    state = tx.init(params)
+    for loss in (3.0, 2.0):
+        updates, state = tx.update({"w": jnp.ones(3)}, state, params, value=jnp.asarray(loss), other="ignored")
+        params = optax.apply_updates(params, updates)
+    assert [float(v) for v in seen] == [3.0, 2.0]
+    # An inner transformation without extra arguments ignores them, as optax.chain does.
+    tx = jax_opt.lookahead(optax.sgd(0.1), sync_period=2)
+    tx.update({"w": jnp.ones(3)}, tx.init(params), params, value=jnp.asarray(1.0))
+
+
+def test_inject_hyperparams_around_lookahead_follows_the_plain_form():
+    """``optax.inject_hyperparams(jax_opt.lookahead)``: sync_period and slow_step_size arrive as
+    arrays (and can change between steps); the trajectory equals the plain lookahead's."""
+    params = {"w": jnp.arange(3.0)}
+    grads = [{"w": jnp.array([1.0, -2.0, 0.5]) * (i + 1)} for i in range(7)]
+    plain = jax_opt.lookahead(jax_opt.adam(0.1), sync_period=3, slow_step_size=0.4)
+    injected = optax.inject_hyperparams(jax_opt.lookahead)(jax_opt.adam(0.1), sync_period=3, slow_step_size=0.4)
+    trajectories = []
+    for tx in (plain, injected):
+        p, state = params, tx.init(params)
+        for g in grads:
+            updates, state = jax.jit(tx.update)(g, state, p)
+            p = optax.apply_updates(p, updates)
+        trajectories.append(p["w"])
+    np.testing.assert_array_equal(trajectories[1], trajectories[0])
+    assert int(state.hyperparams["sync_period"]) == 3

@@ -52,8 +52,32 @@ def check_betas(name, betas, length=None):
         check_beta(f"{name}[{i}]", beta)
 
 
+def _check_pair(name, pair, valid, must):
+    """A pair of numbers; ``valid(a, b)`` decides for plain numbers (NaN fails every comparison)."""
+    if isinstance(pair, (str, bytes)) or not hasattr(pair, "__len__") or len(pair) != 2:
+        _fail(name, pair, must)
+    if all(map(_is_number, pair)) and not valid(*pair):
+        _fail(name, pair, must)
+
+
+def check_etas(name, etas):
+    """Rprop's ``(etaminus, etaplus)``: 0 < etaminus < 1 < etaplus (torch.optim.Rprop's rule)."""
+    _check_pair(name, etas, lambda minus, plus: 0 < minus < 1 < plus,
+                "a pair (etaminus, etaplus) with 0 < etaminus < 1 < etaplus")
+
+
+def check_step_sizes(name, step_sizes):
+    """Rprop's ``(min, max)`` step sizes: 0 <= min <= max."""
+    _check_pair(name, step_sizes, lambda low, high: 0 <= low <= high, "a pair (min, max) with 0 <= min <= max")
+
+
 def check_int(name, value, low=1):
-    if not (isinstance(value, numbers.Integral) and not isinstance(value, bool)) or value < low:
+    """An integer >= ``low``; an array (``optax.inject_hyperparams`` passes every numeric argument
+    as one) cannot be checked at construction."""
+    if isinstance(value, numbers.Integral) and not isinstance(value, bool):
+        if value < low:
+            _fail(name, value, f"an integer >= {low}")
+    elif not hasattr(value, "dtype"):
         _fail(name, value, f"an integer >= {low}")
 
 
@@ -64,3 +88,9 @@ def check_nesterov(nesterov, momentum, dampening):
             f"Invalid nesterov=True with momentum={momentum!r}, dampening={dampening!r}; "
             "Nesterov momentum requires momentum > 0 and dampening = 0."
         )
+
+
+def check_optional_callable(name, value):
+    """A function (of the step count) or None."""
+    if value is not None and not callable(value):
+        _fail(name, value, "a function of the step count, or None")
