@@ -70,19 +70,20 @@ def zeros_like(params):
     return otu.tree_zeros_like(params)
 
 
+def lerp(start, end, weight):
+    """torch's ``start.lerp_(end, weight)``: ``weight`` rounded to the array's dtype, and torch's two
+    formulas, ``start + w * (end - start)`` for ``|w| < 0.5``, else ``end - (end - start) * (1 - w)``
+    (so that ``w = 1`` gives exactly ``end``, however large ``start``)."""
+    if isinstance(weight, numbers.Real):  # the usual case: one formula, chosen now
+        w = np.asarray(weight, start.dtype)
+        return start + w * (end - start) if abs(w) < 0.5 else end - (end - start) * (1 - w)
+    w = jnp.asarray(weight, start.dtype)  # traced (a schedule, or injected as an array): both, then choose
+    return jnp.where(jnp.abs(w) < 0.5, start + w * (end - start), end - (end - start) * (1 - w))
+
+
 def lerp_moment(moment, updates, decay):
-    """torch.optim's ``m.lerp_(g, w)`` with ``w = 1 - decay`` rounded to the moment's dtype, and
-    torch's two formulas: ``m + w * (g - m)`` for ``|w| < 0.5``, else ``g - (g - m) * (1 - w)``
-    (so that ``decay = 0`` gives exactly ``g``, however large the old moment)."""
-
-    def lerp(m, g):
-        if isinstance(decay, numbers.Real):  # the usual case: one formula, chosen now
-            w = np.asarray(1 - decay, m.dtype)
-            return m + w * (g - m) if abs(w) < 0.5 else g - (g - m) * (1 - w)
-        w = jnp.asarray(1 - decay, m.dtype)  # injected as an array: both, then choose
-        return jnp.where(jnp.abs(w) < 0.5, m + w * (g - m), g - (g - m) * (1 - w))
-
-    return tree_map(lerp, moment, updates)
+    """torch.optim's ``m.lerp_(g, 1 - decay)`` (:func:`lerp`; ``decay = 0`` gives exactly ``g``)."""
+    return tree_map(lambda m, g: lerp(m, g, 1 - decay), moment, updates)
 
 
 def square_moment(moment, updates, decay):

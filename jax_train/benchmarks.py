@@ -31,7 +31,7 @@ def implementations(row):
     out = [("ours", "jax_opt jit", ours, None)]
     for peer in registry.INFO[key].peers_of("jax")[:1]:
         name = peer.target.removeprefix("optax.")
-        tx = getattr(optax, name)(LR, **peer.kwargs)
+        tx = functools.reduce(getattr, name.split("."), optax)(LR, **peer.kwargs)  # optax.contrib.adopt too
         if lookahead:
             tx = optax.lookahead(tx, sync_period=LOOKAHEAD_K, slow_step_size=LOOKAHEAD_ALPHA)
             out.append(("peer", f"optax.lookahead({name}) jit", tx, _lookahead_params))

@@ -22,6 +22,7 @@ memory estimate of the compiled programs exceeds ``memory_limit``; a group of on
 from __future__ import annotations
 
 import contextlib
+import functools
 import os
 import time
 
@@ -35,6 +36,7 @@ import jax_opt
 from jax_train.models import build_model
 from twinopt.comparison import parse_row
 from twinopt.models import INPUT_SHAPES
+from twinopt.registry import INFO
 
 
 @contextlib.contextmanager
@@ -52,7 +54,7 @@ def precision(dtype: str):
 def optimizer(row: str, learning_rate, lookahead_k: int, lookahead_alpha: float) -> optax.GradientTransformation:
     """The row's optimizer with only the learning rate injected (a float or a traced array)."""
     key, lookahead = parse_row(row)
-    factory = jax_opt.OPTIMIZERS[key]
+    factory = functools.partial(jax_opt.OPTIMIZERS[key], **INFO[key].flax_kwargs)
     tx = optax.inject_hyperparams(lambda learning_rate: factory(learning_rate=learning_rate))(learning_rate)
     return jax_opt.lookahead(tx, lookahead_k, lookahead_alpha) if lookahead else tx
 

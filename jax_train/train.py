@@ -34,14 +34,14 @@ import jax_opt
 from jax_train.checkpoints import checkpoint_bytes, load_checkpoint
 from jax_train.models import build_model
 from twinopt import cli, data, runs, training
-from twinopt.registry import to_jax_kwargs
+from twinopt.registry import INFO, to_jax_kwargs
 from twinopt.models import MODELS
 from twinopt.schedules import lr_factor
 
 
 def make_optimizer(args, total_steps):
     factory = jax_opt.OPTIMIZERS[args.optimizer]
-    kwargs = to_jax_kwargs(args.optimizer, args.optimizer_kwargs)
+    kwargs = {**INFO[args.optimizer].flax_kwargs, **to_jax_kwargs(args.optimizer, args.optimizer_kwargs)}
     if args.schedule != "constant":
         base = kwargs.get("learning_rate", inspect.signature(factory).parameters["learning_rate"].default)
         kwargs["learning_rate"] = lambda count: base * lr_factor(args.schedule, count, total_steps, jnp)

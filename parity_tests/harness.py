@@ -25,8 +25,12 @@ from twinopt import registry
 from twinopt.registry import to_jax_kwargs
 
 
-SHAPES = ([(5,), (4, 3)], [(2, 3, 2), ()])
-GRAD_SCALES = ([1.0, 0.1], [3.0, 1e-3])
+SHAPES = ([(5,), (4, 3), (130, 3)], [(2, 3, 2), ()])
+GRAD_SCALES = ([1.0, 0.1, 0.5], [3.0, 1e-3])
+# (130, 3), a matrix of more than 128 rows (Adafactor factors by shape; optax.adafactor from 128
+# on), came later: it draws from a generator of its own, so that every other array is the one
+# earlier measurements were made with.
+OWN_GENERATOR = {(0, 2)}
 STEPS = 120
 
 # case id -> (key, hyperparameters of group 0, of group 1), torch names: every registry entry's
@@ -46,13 +50,39 @@ def reference_name(key) -> str:
     return f"{info.reference}{init}" if info.torch_reference else f"NumPy ({info.reference})"
 
 
+def with_l2(cls):
+    """torch.optim class ``cls``, which takes no weight decay (Rprop), with each group's
+    ``weight_decay`` added to the gradients before its step: L2, ``g + wd * p``, torch.optim's
+    convention, which torch_opt and jax_opt follow for such a key (every key takes a decay)."""
+
+    class WithL2(cls):
+        @torch.no_grad()
+        def step(self, closure=None):
+            loss = None
+            if closure is not None:
+                with torch.enable_grad():
+                    loss = closure()
+            for group in self.param_groups:
+                for p in group["params"]:
+                    if p.grad is not None and group.get("weight_decay", 0) != 0:
+                        p.grad = p.grad.add(p, alpha=group["weight_decay"])
+            super().step()
+            return loss
+
+    WithL2.__name__ = WithL2.__qualname__ = f"{cls.__name__}WithL2"
+    return WithL2
+
+
 def torch_reference(key):
-    """``make(param_groups, **kwargs)``: the key's torch.optim reference with its presets, each
-    state entry of ``reference_init`` filled from its group's hyperparameter (torch.optim.Adagrad
-    fills every accumulator from the constructor's initial_accumulator_value and ignores a group's
-    own; ours, in both backends, use the group's)."""
+    """``make(param_groups, **kwargs)``: the key's torch.optim reference with its presets (and
+    :func:`with_l2` where it takes no weight decay), each state entry of ``reference_init`` filled
+    from its group's hyperparameter (torch.optim.Adagrad fills every accumulator from the
+    constructor's initial_accumulator_value and ignores a group's own; ours, in both backends, use
+    the group's)."""
     info = registry.INFO[key]
     cls = load(info.reference)
+    if "weight_decay" not in inspect.signature(cls).parameters:
+        cls = with_l2(cls)
 
     def make(param_groups, **kwargs):
         opt = cls(param_groups, **info.presets, **kwargs)
@@ -77,13 +107,15 @@ def case_kwargs(case, weight_decay):
 
 def make_problem(seed=0, dtype=np.float64, steps=STEPS):
     """Initial params (two groups) and a random gradient sequence, as NumPy arrays."""
-    rng = np.random.default_rng(seed)
-    params = [[rng.standard_normal(s).astype(dtype) for s in shapes] for shapes in SHAPES]
-    grads = [
-        [[(scale * rng.standard_normal(s)).astype(dtype) for s, scale in zip(shapes, scales)]
-         for shapes, scales in zip(SHAPES, GRAD_SCALES)]
-        for _ in range(steps)
-    ]
+    rng, own = np.random.default_rng(seed), np.random.default_rng([seed, 1])
+
+    def draw(group, i, scale=1.0):
+        source = own if (group, i) in OWN_GENERATOR else rng
+        return (scale * source.standard_normal(SHAPES[group][i])).astype(dtype)
+
+    params = [[draw(g, i) for i in range(len(shapes))] for g, shapes in enumerate(SHAPES)]
+    grads = [[[draw(g, i, scale) for i, scale in enumerate(scales)] for g, scales in enumerate(GRAD_SCALES)]
+             for _ in range(steps)]
     return params, grads
 
 

@@ -27,7 +27,7 @@ from jax_train import models as jm
 from torch_train import checkpoints as tconvert
 from torch_train import models as tm
 from twinopt.convert import ConversionError
-from twinopt.registry import KEYS, to_jax_kwargs
+from twinopt.registry import INFO, KEYS, to_jax_kwargs
 from twinopt.schedules import lr_factor
 
 TOL = 1e-12
@@ -42,6 +42,7 @@ CASES |= {
     "adamw-amsgrad": ("adamw", {"amsgrad": True}),
     "nadam-decoupled": ("nadam", {"weight_decay": 0.01, "decoupled_weight_decay": True}),
     "aggmo-4": ("aggmo", {"betas": (0.0, 0.5, 0.9, 0.99)}),
+    "adabelief-amsgrad": ("adabelief", {"weight_decay": 0.01, "amsgrad": True, "rectify": False}),
 }
 
 
@@ -90,7 +91,7 @@ class Jax:
             base = kwargs.get("learning_rate", torch_opt.OPTIMIZERS[key](
                 [torch.zeros(1, requires_grad=True)]).defaults["lr"])
             kwargs["learning_rate"] = lambda count: base * lr_factor("cosine", count, TOTAL, jnp)
-        tx = jax_opt.OPTIMIZERS[key](**kwargs)
+        tx = jax_opt.OPTIMIZERS[key](**INFO[key].flax_kwargs, **kwargs)
         self.tx = jax_opt.lookahead(tx, sync_period=2, slow_step_size=0.6) if lookahead else tx
         self.state = self.tx.init(self.params)
 

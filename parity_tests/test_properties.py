@@ -96,6 +96,19 @@ def arg_strategies(dtype):
         "lr_decay": zero_or(log_uniform(1e-4, 1.0)), "initial_accumulator_value": zero_or(log_uniform(1e-6, 10.0)),
         "betas": beta_pairs(dtype), "momentum_decay": zero_or(log_uniform(1e-4, 0.1)),
         "final_lr": zero_or(log_uniform(1e-3, 1.0)), "gamma": log_uniform(1e-4, 0.5),
+        # LARS: lr * trust_coefficient = 1 steps a param by its own norm (see "lamb" below): 0.1 at most.
+        "trust_coefficient": zero_or(log_uniform(1e-4, 0.1)),
+        # Rprop: factors on both sides of 1, a lower bound of zero or more, an upper one from 1e-2 up.
+        "etas": st.tuples(st.floats(0.1, 0.9), st.floats(1.05, 2.0)),
+        "step_sizes": st.tuples(zero_or(log_uniform(1e-8, 1e-3)), log_uniform(1e-2, 100.0)),
+        # ASGD: t0 0 and 2 average within the 8 steps, 1e6 (the default) never.
+        "lambd": zero_or(log_uniform(1e-6, 1.0)), "t0": st.sampled_from([0.0, 2.0, 1e6]),
+        "max_grad_norm": zero_or(log_uniform(1e-3, 10.0)),  # Adan: clips the drawn gradients of 1e-8 and up
+        # AdEMAMix: warmups (steps) ending inside the 8 steps or after them, or none.
+        **{name: st.one_of(st.none(), st.integers(1, 12)) for name in ("beta3_warmup", "alpha_warmup")},
+        # Adafactor: beta2_decay 0 forgets at once; min_dim_size_to_factor 2 and 3 leave (3, 2) factored or not.
+        "beta2_decay": st.floats(-2.0, 0.0), "d": st.floats(1.0, 10.0),
+        "min_dim_size_to_factor": st.sampled_from([0, 2, 3]),
         **{name: st.booleans() for name, default in registry.HPARAMS.items() if isinstance(default, bool)},
     }
 
@@ -121,6 +134,20 @@ KEY_STRATEGIES = {
     "adabound": lambda args: hparams(args, {"lr": log_uniform(1e-4, 1.0)}),
     "amsbound": lambda args: hparams(args, {"lr": log_uniform(1e-4, 1.0)}),
     "aggmo": lambda args: hparams({"betas": st.lists(BETA, min_size=1, max_size=4).map(tuple)}),
+    # LAMB steps each tensor by lr ||p||: at lr = 1 a scalar's step is its whole value, one backend lands on
+    # 0 (trust ratio 1 the next step) and the other an ulp away (ratio ~0; XLA's norm sqrt(x * x) is not
+    # torch's |x|): measured 0.47 apart after 3 steps. lr <= 0.5 keeps ||p|| >= (1 - lr) ||p|| a step.
+    "lamb": lambda args: hparams(args, {"lr": zero_or(log_uniform(1e-4, 0.5))}),
+    # Adan: (b1, b2, b3), b1 and b3 drawn as the Adam family's (b1, b2) pair (b3 decays the denominator).
+    "adan": lambda args: hparams({**args, "betas": st.tuples(args["betas"], BETA).map(
+        lambda pair_b2: (pair_b2[0][0], pair_b2[1], pair_b2[0][1]))}),
+    # AdEMAMix: (b1, b2, b3), (b1, b2) drawn as the Adam family's pair; alpha up to 10 (the README's example: 8).
+    "ademamix": lambda args: hparams({**args, "alpha": st.floats(0.0, 10.0),
+                                      "betas": st.tuples(args["betas"], BETA).map(lambda pb: (*pb[0], pb[1]))}),
+    # Adafactor: eps1 = 0 divides a zero gradient by a zero estimate (0 / 0, as torch.optim); in float32
+    # eps1^2 leaves the normal range below eps1 ~ 1e-19, where XLA flushes the subnormals torch keeps: 1e-15 up.
+    "adafactor": lambda args: hparams({**args, "eps": st.tuples(st.one_of(st.none(), log_uniform(1e-15, 1e-3)),
+                                                                zero_or(log_uniform(1e-8, 1.0)))}),
 }
 
 

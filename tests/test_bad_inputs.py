@@ -16,13 +16,22 @@ from twinopt.registry import INFO, KEYS
 # boolean ones, which cannot be wrong.
 INVALID = {
     **{name: ["-0.1", "nan"] for name in ("lr", "weight_decay", "eps", "momentum", "dampening", "lr_decay",
-                                         "initial_accumulator_value", "final_lr", "momentum_decay", "alpha")},
+                                         "initial_accumulator_value", "final_lr", "momentum_decay", "alpha",
+                                         "lambd", "t0")},
     "rho": ["-0.1", "1.5", "nan"],
     "gamma": ["0", "-0.001", "nan"],
+    "trust_coefficient": ["-0.1", "nan"],  # LARS
+    "max_grad_norm": ["-0.1", "nan"],  # Adan
     "betas": ["1.0,0.999", "0.9,-0.1", "0.9,nan", "0.9"],
+    "etas": ["0,1.2", "0.5,1", "0.5,nan", "0.5"],
+    "step_sizes": ["0,-1", "1,0.5", "1e-6,nan", "1e-6"],  # a leading "-1e-6,..." would read as a flag
+    **{name: ["0", "-1", "nan"] for name in ("beta3_warmup", "alpha_warmup")},  # AdEMAMix: steps > 0
+    "beta2_decay": ["0.1", "nan"], "d": ["0.5", "nan"], "min_dim_size_to_factor": ["-1"],  # Adafactor
 }
 AGGMO_BETAS = ["0.5,1.0", "-0.1", "0,nan"]
-BOOLEAN = {"centered", "amsgrad", "amsbound", "decoupled_weight_decay"}
+BOOLEAN = {"centered", "amsgrad", "amsbound", "decoupled_weight_decay", "decouple", "unclipped",
+           "relative_step", "scale_parameter", "add_eps1", "nesterov", "exclude_vectors",
+           "weight_decouple", "fixed_decay", "rectify", "degenerated_to_sgd", "no_prox"}
 
 
 def hyperparameter_cases():
@@ -35,6 +44,9 @@ def hyperparameter_cases():
                 yield pytest.param(key, name, value, flag, id=f"{key}-{name}={value}")
     # Nesterov momentum needs momentum > 0: a valid momentum for SGD, not for this key.
     yield pytest.param("nesterov", "momentum", "0", "momentum", id="nesterov-momentum=0")
+    # -eps is a pair for Adafactor (None: eps1's default), one number for the other keys.
+    for key, value in (("adafactor", "None,-0.1"), ("adafactor", "nan,0.001"), ("adam", "1e-8,0.001")):
+        yield pytest.param(key, "eps", value, "eps", id=f"{key}-eps={value}")
 
 
 HYPERPARAMETERS = list(hyperparameter_cases())

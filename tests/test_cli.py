@@ -97,3 +97,16 @@ def test_torch_batch_must_split_over_the_processes(monkeypatch):
     monkeypatch.setenv("WORLD_SIZE", "3")
     with pytest.raises(SystemExit, match=r"-batch_size 128 does not split over 3 processes; choose a multiple of 3"):
         train_torch.main(["-out_dir", "never-created"])
+
+
+def test_flags_typed_by_every_keys_defaults():
+    """-eps is one number for most keys and Adafactor's pair (None: eps1's default); a boolean whose
+    default is True is switched off by -no_<name>; an integer's flag parses an integer."""
+    args = cli.parse_args("-optimizer adafactor -eps None,1e-3 -no_relative_step -min_dim_size_to_factor 128".split(),
+                          "torch")
+    assert args.optimizer_kwargs == {"eps": (None, 1e-3), "relative_step": False, "min_dim_size_to_factor": 128}
+    jax_args = cli.parse_args("-optimizer adafactor -eps 1e-30,1e-3 -add_eps1".split(), "jax")
+    assert to_jax_kwargs("adafactor", jax_args.optimizer_kwargs) == {"eps": (1e-30, 1e-3), "add_eps1": True}
+    assert cli.parse_args("-optimizer adam -eps 1e-6".split(), "jax").optimizer_kwargs == {"eps": 1e-6}
+    with pytest.raises(SystemExit, match=r"-optimizer adam: Invalid eps: 1e-06,0.001; it must be one number"):
+        cli.parse_args("-optimizer adam -eps 1e-6,1e-3".split(), "jax")

@@ -20,15 +20,27 @@ INVALID = {
     **{name: [-0.1, NAN] for name in (
         "lr", "learning_rate", "weight_decay", "eps", "momentum", "dampening", "lr_decay",
         "initial_accumulator_value", "final_lr", "momentum_decay")},
-    **{name: [-0.1, 1.0, NAN] for name in ("b1", "b2")},
+    **{name: [-0.1, 1.0, NAN] for name in ("b1", "b2", "b3")},
+    "max_grad_norm": [-0.1, NAN],  # Adan
     "rho": [-0.1, 1.5, NAN],
     "alpha": [-0.1, NAN],
     "gamma": [0.0, -1e-3, NAN],
+    "trust_coefficient": [-0.1, NAN],  # LARS
+    **{name: [0.0, -1.0, NAN] for name in ("beta3_warmup", "alpha_warmup")},  # AdEMAMix: steps > 0, or None
+    **{name: [-0.1, NAN, "ab"] for name in ("clip_lambda", "clip_value_fn")},  # ADOPT: a function, value >= 0, None
     "betas": [(1.0, 0.999), (0.9, -0.1), (0.9, NAN), (0.9,), "ab"],
+    **{name: [-0.1, NAN] for name in ("lambd", "t0")},
+    "etas": [(0.0, 1.2), (0.5, 1.0), (1.0, 1.2), (0.5, NAN), (0.5,), "ab"],
+    "step_sizes": [(-1e-6, 50), (1.0, 0.5), (1e-6, NAN), (1e-6,), "ab"],
+    # Adafactor (its eps: -0.1 and NaN above are not pairs)
+    "beta2_decay": [0.1, NAN], "d": [0.5, NAN], "min_dim_size_to_factor": [-1, 1.5], "layout": ["tf"],
 }
+ADAFACTOR_EPS = [(None, -0.1), (-0.1, 1e-3), (NAN, 1e-3), (1e-30,), "ab"]
 AGGMO_BETAS = [(), (0.5, 1.0), (-0.1,), "ab"]
 NOT_HYPERPARAMETERS = {"params", "foreach", "fused", "maximize", "nesterov", "amsgrad", "amsbound", "centered",
-                       "decoupled_weight_decay"}
+                       "decoupled_weight_decay", "exclude_vectors", "decouple", "unclipped",
+                       "weight_decouple", "fixed_decay", "rectify", "degenerated_to_sgd", "no_prox",
+                       "relative_step", "scale_parameter", "add_eps1"}
 
 
 def cases(backend):
@@ -37,7 +49,8 @@ def cases(backend):
         for name in inspect.signature(factory).parameters:
             if name in NOT_HYPERPARAMETERS:
                 continue
-            values = AGGMO_BETAS if (key, name) == ("aggmo", "betas") else INVALID[name]
+            values = {("aggmo", "betas"): AGGMO_BETAS, ("adafactor", "eps"): INVALID[name] + ADAFACTOR_EPS}.get(
+                (key, name), INVALID[name])
             for value in values:
                 yield pytest.param(key, name, value, id=f"{key}-{name}={value!r}")
 

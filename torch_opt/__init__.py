@@ -12,19 +12,28 @@ import importlib
 
 from twinopt.registry import OPTIM_DB
 
+from .adabelief import AdaBelief
 from .adabound import AdaBound
 from .adadelta import Adadelta
+from .adafactor import Adafactor
 from .adagrad import Adagrad
 from .adam import Adam
 from .adamax import Adamax
 from .adamw import AdamW
+from .adan import Adan
+from .ademamix import AdEMAMix
+from .adopt import ADOPT
 from .aggmo import AggMo
 from .apply_if_finite import ApplyIfFinite
+from .asgd import ASGD
+from .lamb import LAMB
+from .lars import LARS
 from .lion import Lion
 from .lookahead import Lookahead
 from .nadam import NAdam
 from .radam import RAdam
 from .rmsprop import RMSprop
+from .rprop import Rprop
 from .sgd import SGD
 
 
@@ -38,6 +47,7 @@ def _factory(info):
 OPTIMIZERS = {info.key: _factory(info) for info in OPTIM_DB}
 
 __all__ = [
-    "OPTIMIZERS", "SGD", "AdaBound", "Adadelta", "Adagrad", "Adam", "Adamax", "AdamW", "AggMo", "ApplyIfFinite",
-    "Lion", "Lookahead", "NAdam", "RAdam", "RMSprop",
+    "OPTIMIZERS", "AdaBelief", "AdaBound", "Adadelta", "Adafactor", "Adagrad", "Adam", "Adamax", "AdamW", "Adan",
+    "AdEMAMix", "ADOPT", "AggMo", "ApplyIfFinite", "ASGD", "LAMB", "LARS", "Lion", "Lookahead", "NAdam", "RAdam",
+    "RMSprop", "Rprop", "SGD",
 ]

@@ -8,7 +8,7 @@ import re
 import sys
 
 from .data import SOURCES
-from .registry import HPARAMS, INFO, KEYS, LOOKAHEAD_ALPHA, LOOKAHEAD_K
+from .registry import HPARAMS, INFO, KEYS, LOOKAHEAD_ALPHA, LOOKAHEAD_K, OPTIM_DB
 from .schedules import SCHEDULES
 
 
@@ -17,6 +17,18 @@ def _floats(text):
         return tuple(float(v) for v in text.split(","))
     except ValueError:
         raise argparse.ArgumentTypeError(f"expected comma-separated numbers, got {text!r}") from None
+
+
+def _numbers(text):
+    """One number, or comma-separated numbers where ``None`` leaves one to its default (for a flag
+    that is one key's number and another's pair: ``-eps 1e-8``, Adafactor's ``-eps None,1e-3``)."""
+    try:
+        values = tuple(None if v.strip() == "None" else float(v) for v in text.split(","))
+    except ValueError:
+        values = (None,)
+    if values == (None,):
+        raise argparse.ArgumentTypeError(f"expected a number or comma-separated numbers (None allowed), got {text!r}")
+    return values if len(values) > 1 else values[0]
 
 
 def _ints(text):
@@ -38,13 +50,29 @@ class ArgumentParser(argparse.ArgumentParser):
                                          for a in args], namespace)
 
 
-def _add_hparam(p, name, default):
-    """A flag for an optimizer hyperparameter, parsed by the type of its default (registry.HPARAMS)."""
-    if isinstance(default, bool):
+def _defaults(name):
+    """The defaults the keys give hyperparameter ``name`` (None left out): they type its flag."""
+    return [info.hparams[name] for info in OPTIM_DB if info.hparams.get(name) is not None]
+
+
+def _add_hparam(p, name, defaults):
+    """The flag of an optimizer hyperparameter, parsed by the types of its defaults over the keys: a
+    boolean is switched on by ``-name`` and, where a default is True, off by ``-no_name``; a number of
+    one key and a pair of another (eps) takes either."""
+    if defaults and all(isinstance(d, bool) for d in defaults):
         p.add_argument(f"-{name}", action="store_true", default=None, help="optimizer option")
-    elif isinstance(default, tuple):
+        if any(defaults):
+            p.add_argument(f"-no_{name}", dest=name, action="store_false", default=None,
+                           help=f"optimizer option: {name} off")
+    elif defaults and all(isinstance(d, tuple) for d in defaults):
         p.add_argument(f"-{name}", type=_floats, help="comma-separated numbers, e.g. 0.9,0.999 (AggMo's betas: "
                        "any number)")
+    elif any(isinstance(d, tuple) for d in defaults):
+        p.add_argument(f"-{name}", type=_numbers, help="a number, or comma-separated numbers where the optimizer "
+                       "takes several (Adafactor's eps: eps1,eps2, None for eps1's default)")
+    elif defaults and all(isinstance(d, int) for d in defaults):
+        p.add_argument(f"-{name}", type=int, help="optimizer hyperparameter, an integer (only where the optimizer "
+                       "has it)")
     else:
         p.add_argument(f"-{name}", type=float, help="optimizer hyperparameter (only where the optimizer has it)")
 
@@ -64,8 +92,8 @@ def build_parser(backend: str) -> argparse.ArgumentParser:
     p.add_argument("-optimizer", default="adam", help=f"one of: {', '.join(KEYS)}")
     p.add_argument("-lr", type=float, help="learning rate (default: the optimizer's)")
     p.add_argument("-weight_decay", type=float, help="weight decay (default: the optimizer's)")
-    for name, default in HPARAMS.items():
-        _add_hparam(p, name, default)
+    for name in HPARAMS:
+        _add_hparam(p, name, _defaults(name))
     p.add_argument("-lookahead", action="store_true", help="wrap the optimizer in Lookahead")
     p.add_argument("-lookahead_k", type=int, default=LOOKAHEAD_K, help="Lookahead: sync period k")
     p.add_argument("-lookahead_alpha", type=float, default=LOOKAHEAD_ALPHA, help="Lookahead: slow step size alpha")
@@ -106,6 +134,10 @@ def optimizer_kwargs(args) -> dict:
             f"error: -optimizer {args.optimizer} has no hyperparameter {', '.join('-' + w for w in wrong)}; "
             f"it takes -lr, -weight_decay{''.join(', -' + a for a in allowed)}."
         )
+    for name, value in given.items():  # a pair where the key takes one number (-eps of another key than Adafactor)
+        if isinstance(value, tuple) and not isinstance(INFO[args.optimizer].hparams[name], (tuple, type(None))):
+            raise SystemExit(f"error: -optimizer {args.optimizer}: Invalid {name}: "
+                             f"{','.join(map(str, value))}; it must be one number. Change -{name}.")
     kwargs = {name: getattr(args, name) for name in ("lr", "weight_decay") if getattr(args, name) is not None}
     return {**kwargs, **given}
 

@@ -21,7 +21,9 @@ The two layouts:
   per param numbers them before the param's path: AggMo's K velocities are ``1/trace/0/fc1/kernel``
   ... ``1/trace/<K-1>/fc1/kernel``.
 
-Weights move by transposes and reshapes only, so conversions are exact. fc1 of the CNN also
+Weights move by transposes and reshapes only, so conversions are exact; so do the state entries that
+are a param's statistic reduced over some axes, of size 1 there (Adafactor's row and column means,
+kept on the axes torch's layout has last: ``jax_opt.adafactor(layout="flax")``). fc1 of the CNN also
 permutes its input index: torch flattens the feature map as ``(C, H, W)``, Flax as ``(H, W, C)``.
 Numbered JAX entries of a field are one torch entry stacked in index order: AggMo's velocities are
 torch's ``momentum_buffer`` of shape ``(K, *param_shape)``, whose ``K`` must match the JAX state's.
@@ -119,8 +121,8 @@ class Layout:
             return value
         if value.ndim == 4:  # (kh, kw, in, out) -> (out, in, kh, kw)
             return value.transpose(3, 2, 0, 1)
-        if name == "fc1.weight" and self.chw is not None:  # rows (H, W, C) -> (C, H, W)
-            c, h, w = self.chw
+        if name == "fc1.weight" and self.chw is not None and value.shape[0] == math.prod(self.chw):
+            c, h, w = self.chw  # rows (H, W, C) -> (C, H, W); a mean over them (size 1) stays
             value = value.reshape(h, w, c, -1).transpose(2, 0, 1, 3).reshape(c * h * w, -1)
         return value.T
 
@@ -130,27 +132,30 @@ class Layout:
         if value.ndim == 4:  # (out, in, kh, kw) -> (kh, kw, in, out)
             return value.transpose(2, 3, 1, 0)
         value = value.T
-        if name == "fc1.weight" and self.chw is not None:  # rows (C, H, W) -> (H, W, C)
-            c, h, w = self.chw
+        if name == "fc1.weight" and self.chw is not None and value.shape[0] == math.prod(self.chw):
+            c, h, w = self.chw  # rows (C, H, W) -> (H, W, C); a mean over them (size 1) stays
             value = value.reshape(c, h, w, -1).transpose(1, 2, 0, 3).reshape(c * h * w, -1)
         return value
 
-    def _convert(self, name, value, what, source_shape, target_shape, one):
+    def _convert(self, name, value, what, source_shape, one):
+        """``value`` of param ``name``: its shape (after any leading axes), or its shape with some
+        axes of size 1 (a mean over them: Adafactor's row and column factors), which the same
+        transposes move."""
         value = as_array(value)
-        lead = value.shape[: value.ndim - len(source_shape)]
-        if value.shape != lead + source_shape:
+        lead, shape = value.shape[: value.ndim - len(source_shape)], value.shape[value.ndim - len(source_shape):]
+        if value.ndim < len(source_shape) or any(n not in (full, 1) for n, full in zip(shape, source_shape)):
             raise ConversionError(f"{what}: expected {source_shape} (after any leading axes), got "
                                   f"{value.shape}: a state of another model size?")
-        slices = [one(name, x) for x in value.reshape((-1, *source_shape))]
-        return np.ascontiguousarray(np.stack(slices).reshape(lead + target_shape))
+        slices = [one(name, x) for x in value.reshape((-1, *shape))]
+        return np.ascontiguousarray(np.stack(slices).reshape(lead + slices[0].shape))
 
     def to_torch(self, name: str, value, what=None) -> np.ndarray:
         """The JAX-layout ``value`` of param ``name`` (optionally with leading axes) in torch layout."""
-        return self._convert(name, value, what or name, self.jax_shape(name), self.shapes[name], self._one_to_torch)
+        return self._convert(name, value, what or name, self.jax_shape(name), self._one_to_torch)
 
     def from_torch(self, name: str, value, what=None) -> np.ndarray:
         """The torch-layout ``value`` of param ``name`` (optionally with leading axes) in JAX layout."""
-        return self._convert(name, value, what or name, self.shapes[name], self.jax_shape(name), self._one_from_torch)
+        return self._convert(name, value, what or name, self.shapes[name], self._one_from_torch)
 
 
 def weights_to_torch(flat_params: Mapping[str, np.ndarray]) -> dict[str, np.ndarray]:

@@ -90,7 +90,25 @@ def check_nesterov(nesterov, momentum, dampening):
         )
 
 
-def check_optional_callable(name, value):
-    """A function (of the step count) or None."""
-    if value is not None and not callable(value):
-        _fail(name, value, "a function of the step count, or None")
+def check_clip_schedule(name, value):
+    """A function of the step count, None, or one value: a number >= 0 (arrays pass, as
+    ``optax.inject_hyperparams`` gives a function's value at each update)."""
+    if value is None or callable(value) or hasattr(value, "shape"):
+        return
+    if not _is_number(value):
+        _fail(name, value, "a function of the step count, a number >= 0, or None")
+    check_nonneg(name, value)
+
+
+def check_eps_pair(name, eps):
+    """Adafactor's ``(eps1, eps2)``: eps1 >= 0 or None (the params' machine epsilon), eps2 >= 0."""
+    must = "a pair (eps1, eps2) with eps1 >= 0 or None, and eps2 >= 0"
+    _check_pair(name, eps, lambda eps1, eps2: eps1 >= 0 and eps2 >= 0, must)
+    if eps[0] is None and _is_number(eps[1]) and not eps[1] >= 0:
+        _fail(name, eps, must)
+
+
+def check_choice(name, value, choices):
+    """One of ``choices`` (strings)."""
+    if not isinstance(value, str) or value not in choices:
+        _fail(name, value, f"one of {', '.join(map(repr, choices))}")

@@ -96,6 +96,10 @@ class OptimizerInfo:
     # JAX scalars torch keeps in each param group; how many param-shaped arrays torch_opt keeps
     # with the defaults (the bandwidth figure's minimum bytes).
     state: Mapping = dataclasses.field(default_factory=dict)
+    # JAX arguments under which the key steps a Flax model (the scripts', the comparison's) as
+    # torch_opt steps its torch twin: Adafactor factors the axes torch's layout has last, which are
+    # others in Flax's kernels (twinopt.convert's layouts).
+    flax_kwargs: Mapping = dataclasses.field(default_factory=dict)
     torch_step: bool = True
     group_state: tuple = ()
     state_arrays: int = 0
@@ -299,11 +303,178 @@ OPTIM_DB = (
         # Every coordinate moves by lr a step: 3-10x below AdamW's rate (Chen et al. 2023, Section 5).
         lr_centre=1e-4,
     ),
-    # ANCHOR issue 17: rprop, asgd
-    # ANCHOR issue 17: lamb, lars
-    # ANCHOR issue 17: adabelief, adan
-    # ANCHOR issue 17: adopt, ademamix
-    # ANCHOR issue 17: adafactor
+    OptimizerInfo(
+        "rprop", "rprop", "Rprop", "rprop", lr=1e-2, hparams={"etas": (0.5, 1.2), "step_sizes": (1e-6, 50)},
+        state={"prev": "prev", "step_size": "step_size"}, state_arrays=2, reference="torch.optim.Rprop",
+        # Random gradients flip sign half the time: group 0's step sizes reach the lower bound, group 1's both.
+        cases={"": ({"lr": 0.01}, {"lr": 0.005, "etas": (0.3, 1.5), "step_sizes": (1e-3, 0.02)})},
+        peers=(Peer("optax.rprop", rtol=None,
+                    note="optax 0.2.8 returns at each step the update of the step before (its first is 0; "
+                         "optax PR #1725): 4.2e-2 relative apart after 120 steps at lr 1e-2"),),
+        lr_centre=1e-2,  # torch.optim's initial step size (Riedmiller 1994's, full-batch: 0.1)
+    ),
+    OptimizerInfo(
+        "asgd", "asgd", "ASGD", "asgd", lr=1e-2, hparams={"lambd": 1e-4, "alpha": 0.75, "t0": 1e6},
+        state={"eta": "eta", "mu": "mu", "ax": "ax"}, state_arrays=1, reference="torch.optim.ASGD",
+        # t0 only moves the average (the state's ax), which parity_tests/test_asgd_rprop.py checks.
+        cases={"": ({"lr": 0.05}, {"lr": 0.02, "lambd": 0.5, "alpha": 0.6, "t0": 10.0})},
+        lr_centre=0.1,  # SGD with a slowly decaying rate (at 0.1, 7% lower after 1e4 steps): plain SGD's centre
+    ),
+    OptimizerInfo(
+        "lamb", "lamb", "LAMB", "lamb", lr=1e-3, hparams={"betas": (0.9, 0.999), "eps": 1e-6},
+        state={"mu": "exp_avg", "nu": "exp_avg_sq"}, state_arrays=2, reference="parity_tests.reference.LAMB",
+        cases={"": ({"lr": 0.01}, {"lr": 0.005, "betas": (0.8, 0.99), "eps": 1e-4})},
+        peers=(Peer("optax.lamb"),
+               # Without bias correction, eps shifts by sqrt(1 - b2^t) and decay weighs differently;
+               # with eps = 0 and no decay the corrections scale u, which the trust ratio cancels.
+               Peer("torch_optimizer.Lamb", ours={"eps": 0.0}, theirs={"eps": 0.0},
+                    note="no bias correction and ||p|| clamped at 10; ours with eps = 0 (no decay, ||p|| <= 10)"),
+               # Its 1 / (1 - b1^t) outside the ratio leaves the step lr ||p|| / (1 - b1^t): b1 = 0.
+               Peer("pytorch_optimizer.Lamb", ours={"b1": 0.0, "eps": 0.0}, theirs={"betas": (0.0, 0.999), "eps": 0.0},
+                    foreach=True, note="divides by 1 - b1^t outside the trust ratio, no correction of v, "
+                                       "eps added to ||u||, ||p|| clamped at 10; ours with b1 = 0, eps = 0")),
+        # Each tensor moves by lr ||p|| a step. The MNIST MLP (4000 images, 2 epochs): test accuracy 0.63 at
+        # 1e-3, 0.88 at 1e-2, 0.10 at 1e-1 (Adam at 1e-3: 0.92).
+        lr_centre=1e-2,
+    ),
+    OptimizerInfo(
+        "lars", "lars", "LARS", "lars", lr=1e-3,
+        hparams={"momentum": 0.9, "trust_coefficient": 1e-3, "eps": 0.0, "nesterov": False, "exclude_vectors": False},
+        state={"trace": "momentum_buffer"}, torch_step=False, state_arrays=1, reference="parity_tests.reference.LARS",
+        cases={
+            "": ({"lr": 1.0}, {"lr": 0.5, "momentum": 0.5, "trust_coefficient": 1e-2, "eps": 1e-3, "nesterov": True,
+                              "exclude_vectors": True}),
+            "exclude": ({"lr": 1.0, "exclude_vectors": True, "nesterov": True}, {"lr": 2.0, "momentum": 0.8}),
+        },
+        peers=(Peer("optax.lars", lr=0.3),
+               # Its ratio ||p|| / (||g|| + wd ||p||) is ours for weight_decay 0; it adapts matrices only.
+               Peer("pytorch_optimizer.LARS", ours={"exclude_vectors": True}, foreach=True, lr=0.3,
+                    note="adapts params of 2+ dimensions only, ratio ||p|| / (||g|| + wd ||p||): ours with "
+                         "exclude_vectors=True, for weight_decay 0"),
+               # Measured 1.2e-2 apart after test_bench's 12 steps at lr 0.3.
+               Peer("torch_optimizer.LARS", {"momentum": 0.9, "trust_coefficient": 1e-3, "eps": 0.0}, rtol=None,
+                    lr=0.3, note="scales only params with weight decay, by ||p|| / (||g|| + wd ||p|| + eps): plain "
+                                 "momentum SGD at weight_decay 0")),
+        # With trust_coefficient 1e-3 and momentum 0.9 each tensor moves by ~1e-2 lr ||p|| a step. The MNIST
+        # MLP (4000 images, 2 epochs): test accuracy 0.58 at 0.1, 0.87 at 1 and at 10.
+        lr_centre=1.0,
+    ),
+    OptimizerInfo(
+        "adabelief", "adabelief", "AdaBelief", "adabelief", lr=1e-3,
+        hparams={"betas": (0.9, 0.999), "eps": 1e-16, "amsgrad": False, "weight_decouple": True, "fixed_decay": False,
+                 "rectify": True, "degenerated_to_sgd": True},
+        state={"mu": "exp_avg", "nu": "exp_avg_var", "nu_max": "max_exp_avg_var"}, state_arrays=2,
+        reference="parity_tests.reference.AdaBelief",
+        cases={
+            # Rectified (the default); group 1 without the SGD steps, with fixed decay and amsgrad
+            # (which the rectified step does not read, as in the official code).
+            "": ({"lr": 0.01}, {"lr": 0.005, "betas": (0.8, 0.99), "eps": 1e-8, "amsgrad": True, "fixed_decay": True,
+                                "degenerated_to_sgd": False}),
+            "adam": ({"lr": 0.01, "rectify": False},
+                     {"lr": 0.005, "betas": (0.8, 0.99), "eps": 1e-8, "amsgrad": True, "weight_decouple": False,
+                      "rectify": False}),
+        },
+        peers=(
+            Peer("optax.adabelief", ours={"rectify": False},
+                 note="optax has no rectification (our default) and no weight decay; its eps_root is the eps we add "
+                      "to the second moment"),
+            Peer("pytorch_optimizer.AdaBelief", {"rectify": True}, note="its default is rectify=False"),
+            # An earlier official version: not rectified by default, eps 1e-8, L2 decay (its rectified
+            # step and its amsgrad differ from the official 0.2.1's).
+            Peer("torch_optimizer.AdaBelief", {"eps": 1e-16, "weight_decouple": True}, ours={"rectify": False},
+                 note="its rectified step (threshold rho_t > 4, SGD steps without bias correction) is another one"),
+        ),
+        lr_centre=1e-3,  # the official README's rate for every task but LSTMs, GANs and RL
+    ),
+    OptimizerInfo(
+        "adan", "adan", "Adan", "adan", lr=1e-3,
+        hparams={"betas": (0.98, 0.92, 0.99), "eps": 1e-8, "max_grad_norm": 0.0, "no_prox": False},
+        jax_names={"betas": ("b1", "b2", "b3")},
+        state={"mu": "exp_avg", "nu": "exp_avg_sq", "mu_diff": "exp_avg_diff", "neg_pre_grad": "neg_pre_grad"},
+        state_arrays=4, reference="parity_tests.reference.Adan",
+        # max_grad_norm clips the norm of all groups' gradients together in torch (the official code) and of
+        # each transformation's own in JAX: parity_tests/test_adan.py checks it on one group.
+        cases={"": ({"lr": 0.01}, {"lr": 0.005, "betas": (0.9, 0.8, 0.95), "eps": 1e-6, "no_prox": True})},
+        peers=(
+            Peer("optax.adan", ours={"b2": 0.5}, theirs={"b2": 0.5, "eps_root": 0.0},
+                 note="optax weights the gradient difference by 1 - b2 where the official code weights it by b2 "
+                      "(equal at b2 = 0.5), adds eps_root=1e-8 inside the root, and decays as no_prox=True"),
+            Peer("pytorch_optimizer.Adan", foreach=True),
+        ),
+        lr_centre=5e-3,  # the official README: 5-10x AdamW's rate
+    ),
+    OptimizerInfo(
+        "adopt", "adopt", "ADOPT", "adopt", lr=1e-3,
+        hparams={"betas": (0.9, 0.9999), "eps": 1e-6, "decouple": False, "unclipped": False},
+        # clip_lambda is a function of the step: the command line offers unclipped (clip_lambda=None) instead.
+        fixed=("clip_lambda",), jax_names={"clip_lambda": "clip_value_fn"},
+        state={"mu": "exp_avg", "nu": "exp_avg_sq"}, state_arrays=2, reference="parity_tests.reference.ADOPT",
+        cases={
+            "": ({"lr": 0.01}, {"lr": 0.005, "betas": (0.8, 0.99), "eps": 1e-3, "decouple": True, "unclipped": True}),
+            "decouple": ({"lr": 0.01, "decouple": True}, {"lr": 0.005, "betas": (0.8, 0.99), "unclipped": True}),
+        },
+        peers=(Peer("optax.contrib.adopt"),
+               # The default clipping step ** 0.25 of the 0-based step, for a library that counts from 1.
+               Peer("pytorch_optimizer.ADOPT", {"clip_lambda": lambda step: (step - 1) ** 0.25}, foreach=True,
+                    note="calls clip_lambda with the 1-based step; its weight_decouple=True also decays at the "
+                         "first step (5.0e-4 apart at lr 1e-2, wd 0.05 over 120 steps)")),
+        lr_centre=1e-3,  # the official README's: Adam's, which ADOPT replaces
+    ),
+    OptimizerInfo(
+        "ademamix", "ademamix", "AdEMAMix", "ademamix", lr=1e-3,
+        hparams={"betas": (0.9, 0.999, 0.9999), "alpha": 2.0, "beta3_warmup": None, "alpha_warmup": None,
+                 "eps": 1e-8},
+        jax_names={"betas": ("b1", "b2", "b3")},
+        state={"m1": "exp_avg_fast", "m2": "exp_avg_slow", "nu": "exp_avg_sq"}, state_arrays=3,
+        reference="parity_tests.reference.AdEMAMix",
+        cases={
+            "": ({"lr": 0.01}, {"lr": 0.005, "betas": (0.8, 0.99, 0.999), "alpha": 5.0, "beta3_warmup": 50,
+                                "alpha_warmup": 80, "eps": 1e-6}),
+            # Group 1: b1 = 0 (the official code's fast EMA is then the gradient itself), a beta3 warmup
+            # longer than the run.
+            "warmup": ({"lr": 0.01, "beta3_warmup": 100, "alpha_warmup": 60},
+                       {"lr": 0.005, "betas": (0.0, 0.99, 0.999), "alpha": 8.0, "beta3_warmup": 200,
+                        "alpha_warmup": 30}),
+        },
+        peers=(Peer("optax.contrib.ademamix", {"alpha": 2.0},
+                    note="optax's default alpha is 5.0; its b3/alpha schedules take the 0-based count (schedules "
+                         "of count + 1.0 give our warmups: parity_tests/test_ademamix_adopt.py)"),
+               Peer("pytorch_optimizer.AdEMAMix", {"alpha": 2.0, "weight_decouple": True}, foreach=True,
+                    note="alpha 5.0 and L2 decay by default; its one warmup t_alpha_beta3 drops the official "
+                         "1e-8 from beta3's (4.6e-6 apart at 50 steps of warmup)")),
+        lr_centre=1e-3,  # the official README's
+    ),
+    OptimizerInfo(
+        "adafactor", "adafactor", "Adafactor", "adafactor", lr=1e-2,
+        hparams={"beta2_decay": -0.8, "eps": (None, 1e-3), "d": 1.0, "relative_step": True, "scale_parameter": True,
+                 "add_eps1": False, "min_dim_size_to_factor": 0},
+        state={"row_var": "row_var", "col_var": "col_var", "variance": "variance"},
+        flax_kwargs={"layout": "flax"},
+        # A matrix keeps its row and column means (O(rows + cols)): no param-shaped array.
+        state_arrays=0, reference="torch.optim.Adafactor",
+        cases={
+            # Group 1's eps1 = 1e-3 clamps the scalar's estimate (its gradients are ~1e-3) and eps2 = 1.5
+            # the parameter scale.
+            "": ({"lr": 0.01}, {"lr": 0.005, "beta2_decay": -0.6, "eps": (1e-3, 1.5), "d": 2.0}),
+            # lr above 1 / sqrt(t): the relative step min(lr, 1 / sqrt(t)) decides from step 5 on (group 0).
+            "relative": ({"lr": 0.5, "d": 1.2}, {"lr": 0.05, "beta2_decay": -0.9, "eps": (1e-12, 1e-3)}),
+        },
+        peers=(
+            # Measured 3.6e-9 apart (test_optax_differences' run); 4e-16 with optax's decay in float64.
+            Peer("optax.adafactor", ours={"relative_step": False, "add_eps1": True, "eps": (1e-30, 1e-3),
+                                          "min_dim_size_to_factor": 128}, rtol=1e-8,
+                 note="fixed learning rate, eps 1e-30 added to g*g, factors only where two dims reach 128 (a "
+                      "tensor of 3+ dims over its two largest), and rounds 1 - t^-0.8 to float32"),
+            # Both cap the relative step at 1e-2 whatever lr is: with it off they take lr, ours min(lr, 1/sqrt(t)).
+            Peer("pytorch_optimizer.AdaFactor", {"betas": (None, 0.999), "relative_step": False}, foreach=True,
+                 note="relative step capped at 1e-2, not lr; eps1 = 1e-30 added to g*g; momentum (betas[0]) on by "
+                      "default; decay scaled by the step size alpha_t, ours by lr (equal at 0)"),
+            Peer("torch_optimizer.Adafactor", {"relative_step": False},
+                 note="relative step capped at 1e-2, not lr; eps 1e-30 added to g*g; L2 decay scaled by alpha_t; "
+                      "fails on params of 3+ dims (its row mean keeps no dim)"),
+        ),
+        lr_centre=1e-2,  # the paper's cap of the relative step (torch.optim's default lr)
+    ),
 )
 
 INFO = {info.key: info for info in OPTIM_DB}
