@@ -114,7 +114,8 @@ def test_jit_and_eager_agree():
         p = optax.apply_updates(p, updates)
     jitted = run_jax(tx, params, grads[:10])[-1]
     for a, b in zip(p, jitted):
-        np.testing.assert_allclose(np.asarray(a), b, rtol=1e-14, atol=0)
+        # XLA fuses the jitted step differently: one rounding apart at most (1.3e-14 seen on the (130, 3) param).
+        np.testing.assert_allclose(np.asarray(a), b, rtol=F64_TOL, atol=0)
 
 
 @pytest.mark.parametrize("lookahead", [False, True], ids=["plain", "lookahead"])

@@ -47,6 +47,12 @@ def blocks(*tensors):
         yield tuple(None if f is None else f[start:start + BLOCK] for f in flat)
 
 
+def copy_each(targets, sources) -> None:
+    """``torch._foreach_copy_``, tensor by tensor: it has no sharding rule for FSDP2's DTensor params."""
+    for target, source in zip(targets, sources):
+        target.copy_(source)
+
+
 def check_fused(fused, foreach, params, at_step=False) -> None:
     """``fused=True`` runs torch's fused kernels (one pass over each tensor), which take dense
     floating-point tensors on the devices torch built them for. Params on the ``meta`` device pass

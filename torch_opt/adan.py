@@ -47,7 +47,7 @@ import torch
 
 from twinopt.hparams import check_betas, check_nonneg
 
-from ._base import Optimizer, blocks, new_step
+from ._base import Optimizer, blocks, copy_each, new_step
 
 
 class Adan(Optimizer):
@@ -172,7 +172,7 @@ def _multi_tensor_adan(params, grads, exp_avgs, exp_avg_sqs, exp_avg_diffs, neg_
         grads = torch._foreach_mul(grads, clip)
     first = [i for i, t in enumerate(step_values) if t == 1]
     if first:  # no previous gradient: the difference is 0
-        torch._foreach_copy_([neg_pre_grads[i] for i in first], torch._foreach_neg([grads[i] for i in first]))
+        copy_each([neg_pre_grads[i] for i in first], torch._foreach_neg([grads[i] for i in first]))
     torch._foreach_add_(neg_pre_grads, grads)
     torch._foreach_mul_(exp_avgs, beta1)
     torch._foreach_add_(exp_avgs, grads, alpha=1 - beta1)
@@ -191,4 +191,4 @@ def _multi_tensor_adan(params, grads, exp_avgs, exp_avg_sqs, exp_avg_diffs, neg_
     torch._foreach_addcdiv_(params, exp_avg_diffs, denoms, [-s for s in step_sizes_diff])
     if not no_prox and weight_decay != 0:
         torch._foreach_div_(params, 1 + lr * weight_decay)
-    torch._foreach_copy_(neg_pre_grads, torch._foreach_neg(grads))
+    copy_each(neg_pre_grads, torch._foreach_neg(grads))

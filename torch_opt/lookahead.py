@@ -26,7 +26,7 @@ import torch
 
 from twinopt.hparams import check_int, check_range
 
-from ._base import Wrapper
+from ._base import Wrapper, copy_each
 
 
 class Lookahead(Wrapper):
@@ -57,8 +57,7 @@ class Lookahead(Wrapper):
             foreach = self.foreach if self.foreach is not None else all(p.is_cuda for p in params)
             if foreach:
                 torch._foreach_add_(slow, torch._foreach_sub(params, slow), alpha=self.alpha)
-                for p, s in zip(params, slow):  # _foreach_copy_ has no rule for FSDP2's DTensor params
-                    p.copy_(s)
+                copy_each(params, slow)
             else:
                 for p, s in zip(params, slow):
                     s.add_(p - s, alpha=self.alpha)

@@ -31,7 +31,7 @@ import torch
 
 from twinopt.hparams import check_etas, check_nonneg, check_step_sizes
 
-from ._base import Optimizer, blocks, new_step
+from ._base import Optimizer, blocks, copy_each, new_step
 
 
 class Rprop(Optimizer):
@@ -93,11 +93,12 @@ def rprop(params, grads, prevs, step_sizes, steps, *, foreach, etaminus, etaplus
 
 def _factors_(signs, etaminus, etaplus):
     """The signs of ``g * prev`` replaced in place by the step sizes' factors, as torch.optim does it
-    (a NaN stays NaN)."""
+    (a NaN stays NaN); by masked_fill_, which FSDP2's sharded params take (an indexed assignment
+    is an index_put_ that DTensor refuses)."""
     for sign in signs:
-        sign[sign.gt(0)] = etaplus
-        sign[sign.lt(0)] = etaminus
-        sign[sign.eq(0)] = 1
+        sign.masked_fill_(sign.gt(0), etaplus)
+        sign.masked_fill_(sign.lt(0), etaminus)
+        sign.masked_fill_(sign.eq(0), 1)
 
 
 def _single_tensor_rprop(params, grads, prevs, step_sizes, steps, *, etaminus, etaplus, step_size_min,
@@ -121,7 +122,7 @@ def _multi_tensor_rprop(params, grads, prevs, step_sizes, steps, *, etaminus, et
     if weight_decay != 0:
         grads = torch._foreach_add(grads, params, alpha=weight_decay)
     factors = torch._foreach_mul(grads, prevs)
-    torch._foreach_copy_(prevs, grads)
+    copy_each(prevs, grads)
     torch._foreach_sign_(factors)
     _factors_(factors, etaminus, etaplus)
     torch._foreach_mul_(step_sizes, factors)
