@@ -32,6 +32,7 @@ from .lookahead import LookaheadState, lookahead
 from .nadam import nadam, scale_by_nadam
 from .radam import radam, scale_by_radam
 from .rmsprop import rmsprop, scale_by_rmsprop
+from .real_view import real_view
 from .rprop import rprop, scale_by_rprop
 from .sgd import sgd
 
@@ -48,7 +49,7 @@ OPTIMIZERS = {info.key: _factory(info) for info in OPTIM_DB}
 __all__ = [
     "OPTIMIZERS", "LookaheadState", "adabelief", "adabound", "adadelta", "adafactor", "adagrad", "adam", "adamax",
     "adamw", "adan", "ademamix", "adopt", "aggmo", "amsbound", "amsgrad", "asgd", "lamb", "lars", "lion",
-    "lookahead", "nadam", "radam", "rmsprop", "rprop", "scale_by_adabelief", "scale_by_adabound",
+    "lookahead", "nadam", "radam", "real_view", "rmsprop", "rprop", "scale_by_adabelief", "scale_by_adabound",
     "scale_by_adadelta", "scale_by_adafactor", "scale_by_adagrad", "scale_by_adam", "scale_by_adamax",
     "scale_by_adan", "scale_by_ademamix", "scale_by_adopt", "scale_by_aggmo", "scale_by_asgd", "scale_by_lamb",
     "scale_by_lion", "scale_by_nadam", "scale_by_radam", "scale_by_rmsprop", "scale_by_rprop",

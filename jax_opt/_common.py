@@ -86,9 +86,15 @@ def lerp_moment(moment, updates, decay):
     return tree_map(lambda m, g: lerp(m, g, 1 - decay), moment, updates)
 
 
+def abs_sq(x):
+    """``|x|^2``: ``x * x`` for real arrays; for complex ones ``re^2 + im^2`` (optax's
+    ``numerics.abs_sq``), so that second moments stay real and non-negative."""
+    return x.real * x.real + x.imag * x.imag if jnp.iscomplexobj(x) else x * x
+
+
 def square_moment(moment, updates, decay):
-    """``decay * v + (1 - decay) * g * g``: torch.optim's ``mul_(decay).addcmul_(g, g)``."""
-    return tree_map(lambda v, g: decay * v + (1 - decay) * g * g, moment, updates)
+    """``decay * v + (1 - decay) * |g|^2``: torch.optim's ``mul_(decay).addcmul_(g, g)`` (:func:`abs_sq`)."""
+    return tree_map(lambda v, g: decay * v + (1 - decay) * abs_sq(g), moment, updates)
 
 
 def init_count() -> jax.Array:

@@ -86,7 +86,7 @@ def scale_by_adabound(learning_rate=1e-3, b1=0.9, b2=0.999, final_lr=0.1, gamma=
         upper = scaled_final_lr * (1 + 1 / (gamma * t))
 
         def step(m, v):
-            d = jnp.sqrt(v) + eps
+            d = jnp.real(jnp.sqrt(v)) + eps  # v holds |g|^2: real, though complex for complex params
             return jnp.clip(as_dtype(step_size, d) / d, as_dtype(lower, d), as_dtype(upper, d)) * m
 
         updates = tree_map(step, mu, nu_max if amsbound else nu)

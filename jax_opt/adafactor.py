@@ -52,7 +52,7 @@ import optax
 
 from twinopt.hparams import check_choice, check_eps_pair, check_int, check_nonneg, check_range
 
-from ._common import as_dtype, float_count, init_count, is_static_zero, learning_rate_at, lerp, tree_map
+from ._common import abs_sq, as_dtype, float_count, init_count, is_static_zero, learning_rate_at, lerp, tree_map
 
 LAYOUTS = ("torch", "flax")
 
@@ -95,12 +95,12 @@ def _reduced(shape, axis):
 
 def _norm(x):
     """The 2-norm of ``x`` in the step count's precision (torch_opt takes it as a Python double)."""
-    return jnp.sqrt(jnp.sum(x * x)).astype(jnp.result_type(float))
+    return jnp.sqrt(jnp.sum(abs_sq(x))).astype(jnp.result_type(float))
 
 
 def _mean_square(g, axis, eps1):
     """torch.optim's ``norm(g, dim=axis, keepdim=True)^2 / n`` (``+ eps1`` when it is added)."""
-    mean = jnp.square(jnp.sqrt(jnp.sum(g * g, axis=axis, keepdims=True))) / g.shape[axis]
+    mean = jnp.square(jnp.sqrt(jnp.sum(abs_sq(g), axis=axis, keepdims=True))) / g.shape[axis]
     return mean if eps1 is None else mean + eps1
 
 
@@ -141,7 +141,7 @@ def scale_by_adafactor(learning_rate=1e-2, beta2_decay=-0.8, eps=(None, 1e-3), d
                 row_mean = jnp.mean(row_var, axis=rows, keepdims=True)
                 estimate = row_var * col_var / (row_mean if add_eps1 else jnp.maximum(row_mean, e1))
             else:
-                variance = lerp(variance, g * g if added is None else g * g + added, weight)
+                variance = lerp(variance, abs_sq(g) if added is None else abs_sq(g) + added, weight)
                 estimate = variance
             u = jax.lax.rsqrt(estimate if add_eps1 else jnp.maximum(estimate, e1 * e1)) * g
             alpha = jnp.maximum(eps2, _norm(p) / p.size**0.5) * rho if scale_parameter else rho

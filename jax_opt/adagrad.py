@@ -31,7 +31,7 @@ from optax import tree_utils as otu
 
 from twinopt.hparams import check_nonneg
 
-from ._common import init_count, is_static_zero, learning_rate_at, tree_map, with_weight_decay
+from ._common import abs_sq, init_count, is_static_zero, learning_rate_at, tree_map, with_weight_decay
 
 
 class ScaleByAdagradState(NamedTuple):
@@ -47,7 +47,7 @@ def scale_by_adagrad(initial_accumulator_value=0.0, eps=1e-10) -> optax.Gradient
 
     def update(updates, state, params=None):
         del params
-        sums = tree_map(lambda s, g: s + g * g, state.sum, updates)
+        sums = tree_map(lambda s, g: s + abs_sq(g), state.sum, updates)
         updates = tree_map(lambda g, s: g / (jnp.sqrt(s) + eps), updates, sums)
         return updates, ScaleByAdagradState(optax.safe_increment(state.count), sums)
 

@@ -44,7 +44,7 @@ import optax
 from twinopt.hparams import check_beta, check_nonneg
 
 from ._common import (
-    as_dtype, descend, float_count, init_count, is_static_zero, learning_rate_at, square_moment, tree_map,
+    abs_sq, as_dtype, descend, float_count, init_count, is_static_zero, learning_rate_at, square_moment, tree_map,
     weight_decay_term, zeros_like,
 )
 
@@ -61,7 +61,7 @@ def clip_factor(updates, max_grad_norm, eps):
     """The official code's gradient scale ``min(max_grad_norm / (|G| + eps), 1)``; 1 where
     ``max_grad_norm`` is 0 (no clipping)."""
     leaves = jax.tree_util.tree_leaves(updates)
-    norm = jnp.sqrt(sum(jnp.sum(g * g) for g in leaves))
+    norm = jnp.sqrt(sum(jnp.sum(abs_sq(g)) for g in leaves))
     clipped = jnp.minimum(max_grad_norm / (norm + eps), 1.0)
     return jnp.where(max_grad_norm > 0, clipped, 1.0)
 

@@ -31,6 +31,7 @@ from __future__ import annotations
 from collections.abc import Callable
 from typing import NamedTuple
 
+import jax
 import jax.numpy as jnp
 import optax
 
@@ -38,8 +39,8 @@ from twinopt.hparams import check_beta, check_clip_schedule, check_nonneg
 from twinopt.schedules import adopt_clip
 
 from ._common import (
-    as_dtype, descend, float_count, init_count, is_static_zero, lerp_moment, square_moment, tree_map, weight_decay_term,
-    zeros_like,
+    abs_sq, as_dtype, descend, float_count, init_count, is_static_zero, lerp_moment, square_moment, tree_map,
+    weight_decay_term, zeros_like,
 )
 
 
@@ -47,6 +48,14 @@ class ScaleByAdoptState(NamedTuple):
     count: jnp.ndarray
     mu: optax.Updates
     nu: optax.Updates
+
+
+def clip_parts(x, clip):
+    """``clip(x, -clip, clip)``; for complex ``x``, of its real and imaginary parts apart (complex
+    numbers have no order; torch clips a complex param's real view so)."""
+    if jnp.iscomplexobj(x):
+        return jax.lax.complex(jnp.clip(x.real, -clip, clip), jnp.clip(x.imag, -clip, clip))
+    return jnp.clip(x, -clip, clip)
 
 
 def scale_by_adopt(b1=0.9, b2=0.9999, eps=1e-6, clip_value_fn=adopt_clip,
@@ -63,7 +72,7 @@ def scale_by_adopt(b1=0.9, b2=0.9999, eps=1e-6, clip_value_fn=adopt_clip,
 
         def normalize(g, v):
             n = g / jnp.maximum(jnp.sqrt(v), eps)
-            return n if clip is None else jnp.clip(n, -as_dtype(clip, n), as_dtype(clip, n))
+            return n if clip is None else clip_parts(n, as_dtype(clip, n.real))
 
         mu = lerp_moment(state.mu, tree_map(normalize, updates, state.nu), b1)
         direction = mu if is_static_zero(decoupled_weight_decay) else tree_map(
@@ -71,7 +80,7 @@ def scale_by_adopt(b1=0.9, b2=0.9999, eps=1e-6, clip_value_fn=adopt_clip,
         direction = tree_map(lambda d: jnp.where(first, jnp.zeros_like(d), d), direction)
         mu = tree_map(lambda new, old: jnp.where(first, old, new), mu, state.mu)
         nu = tree_map(lambda initial, v: jnp.where(first, initial, v),
-                      tree_map(lambda v, g: v + g * g, state.nu, updates), square_moment(state.nu, updates, b2))
+                      tree_map(lambda v, g: v + abs_sq(g), state.nu, updates), square_moment(state.nu, updates, b2))
         return direction, ScaleByAdoptState(optax.safe_increment(state.count), mu, nu)
 
     return optax.GradientTransformation(init, update)

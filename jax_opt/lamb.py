@@ -38,7 +38,7 @@ import optax
 
 from twinopt.hparams import check_beta, check_nonneg
 
-from ._common import as_dtype, descend, float_count, init_count, tree_map, weight_decay_term, zeros_like
+from ._common import abs_sq, as_dtype, descend, float_count, init_count, tree_map, weight_decay_term, zeros_like
 from .lars import scale_by_trust_ratio
 
 
@@ -58,7 +58,7 @@ def scale_by_lamb(b1=0.9, b2=0.999, eps=1e-6) -> optax.GradientTransformation:
     def update(updates, state, params=None):
         del params
         mu = tree_map(lambda g, m: (1 - b1) * g + b1 * m, updates, state.mu)
-        nu = tree_map(lambda g, v: (1 - b2) * (g * g) + b2 * v, updates, state.nu)
+        nu = tree_map(lambda g, v: (1 - b2) * abs_sq(g) + b2 * v, updates, state.nu)
         count = optax.safe_increment(state.count)
         t = float_count(count)
         bc1, bc2 = 1 - b1**t, 1 - b2**t

@@ -35,7 +35,9 @@ import optax
 
 from twinopt.hparams import check_nonneg, check_range
 
-from ._common import init_count, is_static_zero, lerp_moment, square_moment, tree_map, with_weight_decay, zeros_like
+from ._common import (
+    abs_sq, init_count, is_static_zero, lerp_moment, square_moment, tree_map, with_weight_decay, zeros_like,
+)
 
 
 class ScaleByRmspropState(NamedTuple):
@@ -58,7 +60,7 @@ def scale_by_rmsprop(alpha=0.99, eps=1e-8, momentum=0.0, centered=False) -> opta
         square_avg = square_moment(state.square_avg, updates, alpha)
         if centered:
             grad_avg = lerp_moment(state.grad_avg, updates, alpha)
-            avg = tree_map(lambda v, m: jnp.sqrt(v - m * m) + eps, square_avg, grad_avg)
+            avg = tree_map(lambda v, m: jnp.sqrt(v - abs_sq(m)) + eps, square_avg, grad_avg)
         else:
             grad_avg = None
             avg = tree_map(lambda v: jnp.sqrt(v) + eps, square_avg)

@@ -31,6 +31,7 @@ from __future__ import annotations
 
 from typing import NamedTuple
 
+import jax
 import jax.numpy as jnp
 import optax
 from optax import tree_utils as otu
@@ -56,6 +57,10 @@ def scale_by_rprop(learning_rate=1e-2, etas=(0.5, 1.2), step_sizes=(1e-6, 50.0))
         return jnp.where(sign > 0, etaplus, jnp.where(sign < 0, etaminus, jnp.where(sign == 0, 1, sign)))
 
     def init(params):
+        if any(jnp.iscomplexobj(x) for x in jax.tree_util.tree_leaves(params)):
+            raise ValueError("rprop compares the signs of successive gradients, which complex numbers do not "
+                             "have; step complex params as torch.optim.Rprop does, by their real and imaginary "
+                             "parts: jax_opt.real_view(jax_opt.rprop(...)).")
         return ScaleByRpropState(init_count(), zeros_like(params),
                                  otu.tree_full_like(params, learning_rate_at(learning_rate, 0)))
 

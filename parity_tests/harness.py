@@ -89,7 +89,8 @@ def torch_reference(key):
         for group in opt.param_groups:
             for p in group["params"]:
                 for entry, hparam in info.reference_init.items():
-                    opt.state[p][entry].fill_(group[hparam])
+                    value = group[hparam]  # torch.optim fills both parts of a complex accumulator
+                    opt.state[p][entry].fill_(complex(value, value) if p.is_complex() else value)
         return opt
 
     return make

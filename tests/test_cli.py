@@ -12,7 +12,7 @@ from twinopt.schedules import lr_factor
 
 @pytest.mark.parametrize("key", KEYS)
 def test_key_args_match_both_backends(key):
-    paths = {"params", "foreach", "maximize", "fused"}
+    paths = {"params", "foreach", "maximize", "fused", "capturable", "differentiable"}
     torch_args = set(inspect.signature(torch_opt.OPTIMIZERS[key]).parameters) - paths
     jax_args = set(inspect.signature(jax_opt.OPTIMIZERS[key]).parameters)
     offered = set(INFO[key].args)

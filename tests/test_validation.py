@@ -37,7 +37,7 @@ INVALID = {
 }
 ADAFACTOR_EPS = [(None, -0.1), (-0.1, 1e-3), (NAN, 1e-3), (1e-30,), "ab"]
 AGGMO_BETAS = [(), (0.5, 1.0), (-0.1,), "ab"]
-NOT_HYPERPARAMETERS = {"params", "foreach", "fused", "maximize", "nesterov", "amsgrad", "amsbound", "centered",
+NOT_HYPERPARAMETERS = {"params", "foreach", "fused", "maximize", "capturable", "differentiable", "nesterov", "amsgrad", "amsbound", "centered",
                        "decoupled_weight_decay", "exclude_vectors", "decouple", "unclipped",
                        "weight_decouple", "fixed_decay", "rectify", "degenerated_to_sgd", "no_prox",
                        "relative_step", "scale_parameter", "add_eps1"}
@@ -74,6 +74,22 @@ def test_jax_rejects(key, name, value):
     with pytest.raises(ValueError) as err:
         jax_opt.OPTIMIZERS[key](**{name: value})
     check_message(err, name, value)
+
+
+@pytest.mark.parametrize("key", KEYS)
+def test_torch_checks_tensor_hyperparameters_as_the_number_they_hold(key):
+    """As torch.optim: a tensor lr (or beta) is checked at construction, and must hold one number."""
+    params = [torch.nn.Parameter(torch.zeros(2))]
+    cls = torch_opt.OPTIMIZERS[key]
+    with pytest.raises(ValueError, match=r"Invalid lr: 'a tensor of shape \(2,\)'; it must be a number or a 1-element"):
+        cls(params, lr=torch.tensor([1e-3, 1e-3]))
+    with pytest.raises(ValueError, match="Invalid lr: -0.1"):
+        cls(params, lr=torch.tensor(-0.1, dtype=torch.float64))
+    betas = inspect.signature(cls).parameters.get("betas")
+    if betas is not None:
+        bad = (torch.tensor([0.9, 0.8]), *betas.default[1:])
+        with pytest.raises(ValueError, match=r"Invalid betas\[0\]: 'a tensor of shape \(2,\)'"):
+            cls(params, betas=bad)
 
 
 def test_matrix_is_large():

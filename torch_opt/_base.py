@@ -53,6 +53,32 @@ def copy_each(targets, sources) -> None:
         target.copy_(source)
 
 
+def real_view(t):
+    """A complex tensor as torch.view_as_real's float view (its last axis: real, imaginary); others as they are."""
+    return torch.view_as_real(t) if torch.is_complex(t) else t
+
+
+def _complex_state(state, real):
+    """``state`` with the tensors an update wrote for the real view ``real`` of a complex param (its
+    shape last) as complex tensors, the layout torch.optim keeps."""
+    def back(t):
+        like = torch.is_tensor(t) and t.dtype == real.dtype and t.shape[-real.ndim:] == real.shape
+        return torch.view_as_complex(t) if like else t
+    return {k: back(v) for k, v in state.items()}
+
+
+def plain_group(group) -> dict:
+    """The group with its 1-element tensor hyperparameters (``lr=torch.tensor(1e-3)``, a tensor in
+    ``betas``) as the numbers they hold, which every path takes; the group itself when it has none."""
+    def plain(value):
+        if torch.is_tensor(value):
+            return value.item()
+        return tuple(map(plain, value)) if isinstance(value, tuple) else value
+    tensors = any(torch.is_tensor(v) or isinstance(v, tuple) and any(map(torch.is_tensor, v))
+                  for k, v in group.items() if k != "params")
+    return {k: v if k == "params" else plain(v) for k, v in group.items()} if tensors else group
+
+
 def check_fused(fused, foreach, params, at_step=False) -> None:
     """``fused=True`` runs torch's fused kernels (one pass over each tensor), which take dense
     floating-point tensors on the devices torch built them for. Params on the ``meta`` device pass
@@ -65,9 +91,9 @@ def check_fused(fused, foreach, params, at_step=False) -> None:
     supported = torch.utils._foreach_utils._get_fused_kernels_supported_devices()
     allowed = supported if at_step else [*supported, "meta"]
     for p in params:
-        if not p.is_floating_point() or p.device.type not in allowed:
-            raise ValueError(f"fused=True takes floating-point params on {', '.join(supported)}; got {p.dtype} on "
-                             f"{p.device.type}. Use foreach=True instead.")
+        if not (p.is_floating_point() or p.is_complex()) or p.device.type not in allowed:
+            raise ValueError(f"fused=True takes floating-point or complex params on {', '.join(supported)}; "
+                             f"got {p.dtype} on {p.device.type}. Use foreach=True instead.")
 
 
 def fused_groups(*tensor_lists):
@@ -87,9 +113,22 @@ class Optimizer(torch.optim.Optimizer):
     have a gradient, their (already negated, under ``maximize``) gradients and their state
     dicts, and updates params and state in place. Classes with a fused path put ``fused`` in
     their defaults; ``_update`` reads it from the group.
+
+    Complex params step as torch.optim steps them: as the real views of params, gradients and state
+    (:func:`real_view`, each real and imaginary part a param of its own), so ``_init_state`` and
+    ``_update`` see real tensors only; the state keeps complex tensors, torch.optim's layout.
+    Classes whose algorithm is not defined on complex params set ``supports_complex = False``.
     """
 
-    def __init__(self, params, defaults, *, foreach=None, maximize=False):
+    supports_complex = True
+
+    def __init__(self, params, defaults, *, foreach=None, maximize=False, capturable=False, differentiable=False):
+        # torch.optim's flags for CUDA-graph capture and autograd through the step: taken (False, their
+        # default) so that code written for torch.optim runs unchanged; their paths are not ours.
+        for flag, value in (("capturable", capturable), ("differentiable", differentiable)):
+            if value:
+                raise ValueError(f"{type(self).__name__}({flag}=True) is not supported: torch_opt's steps have no "
+                                 f"{flag} path; use torch.optim's class for it, or {flag}=False.")
         super().__init__(params, {**defaults, "foreach": foreach, "maximize": maximize})
 
     def add_param_group(self, param_group):
@@ -129,22 +168,35 @@ class Optimizer(torch.optim.Optimizer):
             params = [p for p in group["params"] if p.grad is not None]
             if not params:
                 continue
+            group = plain_group(group)
             for p in params:
                 if p.grad.is_sparse:
                     raise RuntimeError(
                         f"{type(self).__name__} does not support sparse gradients; use dense "
                         "gradients (e.g. nn.Embedding(sparse=False)) or torch.optim.SparseAdam."
                     )
+                if p.is_complex() and not self.supports_complex:
+                    raise RuntimeError(f"{type(self).__name__} does not support complex parameters (as "
+                                       f"torch.optim's); step torch.view_as_real(param) as a real param instead.")
                 if not self.state[p]:
-                    self.state[p].update(self._init_state(p, group))
+                    state = self._init_state(real_view(p), group)
+                    self.state[p].update(_complex_state(state, real_view(p)) if p.is_complex() else state)
             check_fused(group.get("fused"), group["foreach"], params, at_step=True)
             foreach = group["foreach"]
             if foreach is None:
                 foreach = default_foreach(params)
-            grads = [p.grad for p in params]
+            grads = [real_view(p.grad) for p in params]
             if group["maximize"]:
                 grads = torch._foreach_neg(grads) if foreach else [-g for g in grads]
-            self._update(group, params, grads, [self.state[p] for p in params], foreach)
+            states = [self.state[p] for p in params]
+            if not any(p.is_complex() for p in params):
+                self._update(group, params, grads, states, foreach)
+                continue
+            views = [{k: real_view(v) if torch.is_tensor(v) else v for k, v in s.items()} for s in states]
+            before = [dict(view) for view in views]
+            self._update(group, [real_view(p) for p in params], grads, views, foreach)
+            for p, state, view, old in zip(params, states, views, before):  # the entries the update (re)placed
+                state.update(_complex_state({k: v for k, v in view.items() if v is not old.get(k)}, real_view(p)))
         return loss
 
 

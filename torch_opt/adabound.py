@@ -41,7 +41,7 @@ import math
 
 import torch
 
-from twinopt.hparams import check_betas, check_nonneg, check_range
+from twinopt.hparams import as_number, check_betas, check_nonneg, check_range
 
 from ._base import Optimizer, blocks, new_step
 
@@ -74,7 +74,8 @@ class AdaBound(Optimizer):
     def add_param_group(self, param_group):
         super().add_param_group(param_group)
         group = self.param_groups[-1]
-        group.setdefault("base_lr", group["lr"])
+        # A number: a tensor lr is the scheduler's to change in place, the base stays the initial value.
+        group.setdefault("base_lr", as_number("lr", group["lr"]))
         _check_lr(group["base_lr"])
 
     def load_state_dict(self, state_dict):

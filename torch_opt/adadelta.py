@@ -30,13 +30,14 @@ class Adadelta(Optimizer):
     """Adadelta with a learning rate (default 1.0, the paper's method) and L2 decay."""
 
     def __init__(self, params, lr=1.0, rho=0.9, eps=1e-6, weight_decay=0, *, foreach=None,
-                 maximize=False):
+                 maximize=False, capturable=False, differentiable=False):
         check_nonneg("lr", lr)
         check_range("rho", rho, 0.0, 1.0)
         check_nonneg("eps", eps)
         check_nonneg("weight_decay", weight_decay)
         defaults = dict(lr=lr, rho=rho, eps=eps, weight_decay=weight_decay)
-        super().__init__(params, defaults, foreach=foreach, maximize=maximize)
+        super().__init__(params, defaults, foreach=foreach, maximize=maximize, capturable=capturable,
+                         differentiable=differentiable)
 
     def _init_state(self, p, group):
         return {"step": new_step(), "square_avg": torch.zeros_like(p), "acc_delta": torch.zeros_like(p)}

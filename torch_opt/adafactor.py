@@ -70,6 +70,10 @@ class Adafactor(Optimizer):
       Shazeer & Stern, "Adafactor: Adaptive Learning Rates with Sublinear Memory Cost", ICML 2018.
     """
 
+    # Its factored second moment averages over the last two axes, which a real view of a complex
+    # param would end in its (real, imaginary) pair: torch.optim.Adafactor refuses them too.
+    supports_complex = False
+
     def __init__(self, params, lr=1e-2, beta2_decay=-0.8, eps=(None, 1e-3), d=1.0, weight_decay=0.0, *,
                  relative_step=True, scale_parameter=True, add_eps1=False, min_dim_size_to_factor=0,
                  foreach=None, maximize=False):

@@ -34,7 +34,7 @@ class Adagrad(Optimizer):
     """Adagrad with torch's ``lr_decay`` (``lr / (1 + (t - 1) lr_decay)``) and L2 decay."""
 
     def __init__(self, params, lr=1e-2, lr_decay=0, weight_decay=0, initial_accumulator_value=0,
-                 eps=1e-10, *, foreach=None, maximize=False, fused=None):
+                 eps=1e-10, *, foreach=None, maximize=False, fused=None, capturable=False, differentiable=False):
         check_nonneg("lr", lr)
         check_nonneg("lr_decay", lr_decay)
         check_nonneg("weight_decay", weight_decay)
@@ -42,7 +42,8 @@ class Adagrad(Optimizer):
         check_nonneg("eps", eps)
         defaults = dict(lr=lr, lr_decay=lr_decay, weight_decay=weight_decay,
                         initial_accumulator_value=initial_accumulator_value, eps=eps, fused=fused)
-        super().__init__(params, defaults, foreach=foreach, maximize=maximize)
+        super().__init__(params, defaults, foreach=foreach, maximize=maximize, capturable=capturable,
+                         differentiable=differentiable)
 
     def _init_state(self, p, group):
         return {"step": new_step(p.device if group["fused"] else None),

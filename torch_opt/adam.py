@@ -27,19 +27,27 @@ from ._base import Optimizer, blocks, fused_groups, new_step
 
 
 class Adam(Optimizer):
-    """Adam; ``amsgrad=True`` gives AMSGrad. Decay is L2 (added to the gradient)."""
+    """Adam; ``amsgrad=True`` gives AMSGrad. Decay is L2 (added to the gradient), or with
+    ``decoupled_weight_decay=True`` (as torch.optim.Adam takes it) AdamW's."""
 
-    _decoupled = False
+    _decoupled = False  # the class's decay, for state dicts without the group's flag
 
     def __init__(self, params, lr=1e-3, betas=(0.9, 0.999), eps=1e-8, weight_decay=0,
-                 amsgrad=False, *, foreach=None, maximize=False, fused=None):
+                 amsgrad=False, *, foreach=None, maximize=False, fused=None, capturable=False,
+                 differentiable=False, decoupled_weight_decay=False):
         check_nonneg("lr", lr)
         check_betas("betas", betas, length=2)
         check_nonneg("eps", eps)
         check_nonneg("weight_decay", weight_decay)
         defaults = dict(lr=lr, betas=tuple(betas), eps=eps, weight_decay=weight_decay, amsgrad=amsgrad,
-                        fused=fused)
-        super().__init__(params, defaults, foreach=foreach, maximize=maximize)
+                        fused=fused, decoupled_weight_decay=decoupled_weight_decay)
+        super().__init__(params, defaults, foreach=foreach, maximize=maximize, capturable=capturable,
+                         differentiable=differentiable)
+
+    def __setstate__(self, state):
+        super().__setstate__(state)
+        for group in self.param_groups:  # state dicts saved before the flag was a group's
+            group.setdefault("decoupled_weight_decay", self._decoupled)
 
     def _init_state(self, p, group):
         state = {"step": new_step(p.device if group["fused"] else None), "exp_avg": torch.zeros_like(p),
@@ -57,7 +65,7 @@ class Adam(Optimizer):
             [s["max_exp_avg_sq"] for s in states] if group["amsgrad"] else None,
             [s["step"] for s in states],
             foreach=foreach, fused=group["fused"], lr=group["lr"], beta1=beta1, beta2=beta2, eps=group["eps"],
-            weight_decay=group["weight_decay"], decoupled_weight_decay=self._decoupled,
+            weight_decay=group["weight_decay"], decoupled_weight_decay=group["decoupled_weight_decay"],
         )
 
 

@@ -30,13 +30,14 @@ class Adamax(Optimizer):
     """Adamax: Adam with the infinity norm in place of the second moment; L2 weight decay."""
 
     def __init__(self, params, lr=2e-3, betas=(0.9, 0.999), eps=1e-8, weight_decay=0, *,
-                 foreach=None, maximize=False):
+                 foreach=None, maximize=False, capturable=False, differentiable=False):
         check_nonneg("lr", lr)
         check_betas("betas", betas, length=2)
         check_nonneg("eps", eps)
         check_nonneg("weight_decay", weight_decay)
         defaults = dict(lr=lr, betas=tuple(betas), eps=eps, weight_decay=weight_decay)
-        super().__init__(params, defaults, foreach=foreach, maximize=maximize)
+        super().__init__(params, defaults, foreach=foreach, maximize=maximize, capturable=capturable,
+                         differentiable=differentiable)
 
     def _init_state(self, p, group):
         return {"step": new_step(), "exp_avg": torch.zeros_like(p), "exp_inf": torch.zeros_like(p)}

@@ -23,6 +23,7 @@ class AdamW(Adam):
     _decoupled = True
 
     def __init__(self, params, lr=1e-3, betas=(0.9, 0.999), eps=1e-8, weight_decay=1e-2,
-                 amsgrad=False, *, foreach=None, maximize=False, fused=None):
+                 amsgrad=False, *, foreach=None, maximize=False, fused=None, capturable=False, differentiable=False):
         super().__init__(params, lr, betas, eps, weight_decay, amsgrad, foreach=foreach, maximize=maximize,
-                         fused=fused)
+                         fused=fused, capturable=capturable, differentiable=differentiable,
+                         decoupled_weight_decay=True)

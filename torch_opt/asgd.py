@@ -58,14 +58,16 @@ class ASGD(Optimizer):
     """
 
     def __init__(self, params, lr: float = 1e-2, lambd: float = 1e-4, alpha: float = 0.75, t0: float = 1e6,
-                 weight_decay: float = 0.0, *, foreach: bool | None = None, maximize: bool = False):
+                 weight_decay: float = 0.0, *, foreach: bool | None = None, maximize: bool = False,
+                 capturable=False, differentiable=False):
         check_nonneg("lr", lr)
         check_nonneg("lambd", lambd)
         check_nonneg("alpha", alpha)
         check_nonneg("t0", t0)
         check_nonneg("weight_decay", weight_decay)
         defaults = dict(lr=lr, lambd=lambd, alpha=alpha, t0=t0, weight_decay=weight_decay)
-        super().__init__(params, defaults, foreach=foreach, maximize=maximize)
+        super().__init__(params, defaults, foreach=foreach, maximize=maximize, capturable=capturable,
+                         differentiable=differentiable)
 
     def _init_state(self, p, group):
         # eta and mu on the param's device, as torch.optim keeps them: the foreach path multiplies by them.

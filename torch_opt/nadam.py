@@ -42,7 +42,8 @@ class NAdam(Optimizer):
     """NAdam; ``decoupled_weight_decay=True`` decays as AdamW (NAdamW), else L2."""
 
     def __init__(self, params, lr=2e-3, betas=(0.9, 0.999), eps=1e-8, weight_decay=0,
-                 momentum_decay=4e-3, decoupled_weight_decay=False, *, foreach=None, maximize=False):
+                 momentum_decay=4e-3, decoupled_weight_decay=False, *, foreach=None, maximize=False,
+                 capturable=False, differentiable=False):
         check_nonneg("lr", lr)
         check_betas("betas", betas, length=2)
         check_nonneg("eps", eps)
@@ -50,7 +51,8 @@ class NAdam(Optimizer):
         check_nonneg("momentum_decay", momentum_decay)
         defaults = dict(lr=lr, betas=tuple(betas), eps=eps, weight_decay=weight_decay,
                         momentum_decay=momentum_decay, decoupled_weight_decay=decoupled_weight_decay)
-        super().__init__(params, defaults, foreach=foreach, maximize=maximize)
+        super().__init__(params, defaults, foreach=foreach, maximize=maximize, capturable=capturable,
+                         differentiable=differentiable)
 
     def _init_state(self, p, group):
         return {

@@ -37,7 +37,7 @@ class RMSprop(Optimizer):
     """RMSprop; ``momentum > 0`` adds a buffer, ``centered=True`` divides by a variance estimate."""
 
     def __init__(self, params, lr=1e-2, alpha=0.99, eps=1e-8, weight_decay=0, momentum=0,
-                 centered=False, *, foreach=None, maximize=False):
+                 centered=False, *, foreach=None, maximize=False, capturable=False, differentiable=False):
         check_nonneg("lr", lr)
         check_range("alpha", alpha, 0.0, 1.0)
         check_nonneg("eps", eps)
@@ -45,7 +45,8 @@ class RMSprop(Optimizer):
         check_nonneg("momentum", momentum)
         defaults = dict(lr=lr, alpha=alpha, eps=eps, weight_decay=weight_decay, momentum=momentum,
                         centered=centered)
-        super().__init__(params, defaults, foreach=foreach, maximize=maximize)
+        super().__init__(params, defaults, foreach=foreach, maximize=maximize, capturable=capturable,
+                         differentiable=differentiable)
 
     def _init_state(self, p, group):
         state = {"step": new_step(), "square_avg": torch.zeros_like(p)}

@@ -59,13 +59,15 @@ class Rprop(Optimizer):
 
     def __init__(self, params, lr: float = 1e-2, etas: tuple[float, float] = (0.5, 1.2),
                  step_sizes: tuple[float, float] = (1e-6, 50),
-                 weight_decay: float = 0.0, *, foreach: bool | None = None, maximize: bool = False):
+                 weight_decay: float = 0.0, *, foreach: bool | None = None, maximize: bool = False,
+                 capturable=False, differentiable=False):
         check_nonneg("lr", lr)
         check_etas("etas", etas)
         check_step_sizes("step_sizes", step_sizes)
         check_nonneg("weight_decay", weight_decay)
         defaults = dict(lr=lr, etas=tuple(etas), step_sizes=tuple(step_sizes), weight_decay=weight_decay)
-        super().__init__(params, defaults, foreach=foreach, maximize=maximize)
+        super().__init__(params, defaults, foreach=foreach, maximize=maximize, capturable=capturable,
+                         differentiable=differentiable)
 
     def __setstate__(self, state):
         super().__setstate__(state)

@@ -35,7 +35,7 @@ class SGD(Optimizer):
     """Stochastic gradient descent; ``momentum > 0`` adds heavy-ball (or Nesterov) momentum."""
 
     def __init__(self, params, lr=1e-3, momentum=0, dampening=0, weight_decay=0, nesterov=False,
-                 *, foreach=None, maximize=False, fused=None):
+                 *, foreach=None, maximize=False, fused=None, capturable=False, differentiable=False):
         check_nonneg("lr", lr)
         check_nonneg("momentum", momentum)
         check_range("dampening", dampening, 0.0, 1.0)
@@ -43,7 +43,8 @@ class SGD(Optimizer):
         check_nesterov(nesterov, momentum, dampening)
         defaults = dict(lr=lr, momentum=momentum, dampening=dampening, weight_decay=weight_decay,
                         nesterov=nesterov, fused=fused)
-        super().__init__(params, defaults, foreach=foreach, maximize=maximize)
+        super().__init__(params, defaults, foreach=foreach, maximize=maximize, capturable=capturable,
+                         differentiable=differentiable)
 
     def _init_state(self, p, group):
         # The buffer is a copy of the first (decayed) gradient, so it is made by the step.

@@ -3,7 +3,8 @@
 Both backends validate through these functions so that a bad value gives the same
 ``ValueError`` (naming the argument, the value and the valid range) in JAX and PyTorch.
 Values that are not plain numbers (JAX tracers under ``optax.inject_hyperparams``,
-schedules, tensors) are not checked here: they cannot be compared at construction.
+schedules) are not checked here: they cannot be compared at construction. A torch tensor
+(torch.optim takes ``lr=torch.tensor(1e-3)``) is checked as the number it holds, and must hold one.
 """
 
 from __future__ import annotations
@@ -20,8 +21,19 @@ def _fail(name, value, must):
     raise ValueError(f"Invalid {name}: {value!r}; it must be {must}.")
 
 
+def as_number(name, value):
+    """The number a 1-element torch tensor holds (found by its ``numel``: this module imports no
+    backend); any other value as it is. A tensor of another size fails."""
+    if callable(getattr(value, "numel", None)) and hasattr(value, "item"):
+        if value.numel() != 1:
+            _fail(name, f"a tensor of shape {tuple(value.shape)}", "a number or a 1-element tensor")
+        return value.item()
+    return value
+
+
 def check_range(name, value, low=0.0, high=math.inf, low_open=False, high_open=False):
     """Raise ValueError unless ``low <= value <= high`` (open ends if asked); NaN fails."""
+    value = as_number(name, value)
     if not _is_number(value):
         return
     above = value > low if low_open else value >= low
@@ -56,6 +68,7 @@ def _check_pair(name, pair, valid, must):
     """A pair of numbers; ``valid(a, b)`` decides for plain numbers (NaN fails every comparison)."""
     if isinstance(pair, (str, bytes)) or not hasattr(pair, "__len__") or len(pair) != 2:
         _fail(name, pair, must)
+    pair = [as_number(f"{name}[{i}]", value) for i, value in enumerate(pair)]
     if all(map(_is_number, pair)) and not valid(*pair):
         _fail(name, pair, must)
 

@@ -225,13 +225,13 @@ OPTIM_DB = (
     ),
     OptimizerInfo(
         "adam", "adam", "Adam", "adam", lr=1e-3, hparams={**_ADAM_HPARAMS, "amsgrad": False},
-        state=_ADAM_STATE, state_arrays=2, reference="torch.optim.Adam",
+        fixed=("decoupled_weight_decay",), state=_ADAM_STATE, state_arrays=2, reference="torch.optim.Adam",
         cases={"": ({"lr": 0.01}, _ADAM_GROUP_1)},
         peers=(Peer("optax.adam"),),
     ),
     OptimizerInfo(
         "amsgrad", "adam", "Adam", "amsgrad", lr=1e-3, hparams=_ADAM_HPARAMS, presets={"amsgrad": True},
-        fixed=("amsgrad",), state=_ADAM_STATE, state_arrays=3, reference="torch.optim.Adam",
+        fixed=("amsgrad", "decoupled_weight_decay"), state=_ADAM_STATE, state_arrays=3, reference="torch.optim.Adam",
         cases={"": ({"lr": 0.01}, _ADAM_GROUP_1)},
         peers=(Peer("optax.amsgrad", ours={"b2": 0.0}, theirs={"b2": 0.0},
                     note="optax takes the max of the bias-corrected second moment; equal when b2 = 0"),),
