@@ -15,7 +15,7 @@ ROOT = Path(__file__).resolve().parent.parent
 
 # Rows whose runs on a dataset are still to come (the README's Results section says so): the nine
 # keys of issue 17 on CIFAR-10 (6.5 min each here). A row leaves this list when its records land.
-NOT_YET_RUN = {"cifar": ("rprop", "asgd", "lamb", "lars", "adabelief", "adan", "adopt", "ademamix", "adafactor")}
+NOT_YET_RUN = {}
 
 
 @pytest.mark.parametrize("dataset", sorted(comparison.DEFAULTS))
