@@ -299,3 +299,22 @@ def test_step_hooks_fire_once_per_step_through_wrappers(wrapper):
             handle.remove()
     outer = type(opt).__name__
     assert calls == [("global pre", outer), ("inner pre", "Adam"), ("inner post", "Adam"), ("global post", outer)] * 3
+
+
+@pytest.mark.parametrize("key", KEYS)
+def test_tensor_lr_steps_as_the_number_it_holds_on_every_path(key):
+    """torch.optim takes ``lr=torch.tensor(...)``; every path of ours steps with it as with the float
+    (before: a TypeError inside ``_foreach_addcdiv_`` for Adam, AdamW, Adamax and NAdam)."""
+    cls = torch_opt.OPTIMIZERS[key]
+    paths = [{"foreach": False}, {"foreach": True}] + ([{"fused": True}] if "fused" in inspect.signature(cls).parameters
+                                                      else [])
+    for path in paths:
+        results = []
+        for lr in (0.01, torch.tensor(0.01, dtype=torch.float64)):
+            p = torch.nn.Parameter(torch.ones(4, 3, dtype=torch.float64))
+            opt = cls([p], lr=lr, **path)
+            for i in range(3):
+                p.grad = torch.full_like(p, 0.3 * (i + 1))
+                opt.step()
+            results.append(p.detach().clone())
+        torch.testing.assert_close(results[1], results[0], rtol=0, atol=0, msg=f"{key} {path}")
