@@ -37,7 +37,8 @@ INVALID = {
 }
 ADAFACTOR_EPS = [(None, -0.1), (-0.1, 1e-3), (NAN, 1e-3), (1e-30,), "ab"]
 AGGMO_BETAS = [(), (0.5, 1.0), (-0.1,), "ab"]
-NOT_HYPERPARAMETERS = {"params", "foreach", "fused", "maximize", "capturable", "differentiable", "nesterov", "amsgrad", "amsbound", "centered",
+NOT_HYPERPARAMETERS = {"params", "foreach", "fused", "maximize", "capturable", "differentiable", "nesterov", "amsgrad",
+                       "amsbound", "centered",
                        "decoupled_weight_decay", "exclude_vectors", "decouple", "unclipped",
                        "weight_decouple", "fixed_decay", "rectify", "degenerated_to_sgd", "no_prox",
                        "relative_step", "scale_parameter", "add_eps1"}
