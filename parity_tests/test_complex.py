@@ -18,11 +18,9 @@ from . import harness as h
 from .test_optax_differences import OPTAX_PEERS, ours_and_theirs
 
 STEPS = 30
-# torch.optim.Adafactor refuses complex params (its factored moment would average over the real and
-# imaginary parts); torch_opt's does too.
-NO_COMPLEX_TORCH = {"adafactor"}
-# jax_opt.rprop refuses them (it compares gradient signs) and names jax_opt.real_view.
-NO_COMPLEX_JAX = {"rprop"}
+# The classes that refuse complex params (``supports_complex = False``: Adafactor, as torch.optim's,
+# whose factored moment would average over the real and imaginary parts).
+NO_COMPLEX_TORCH = {key for key, info in registry.INFO.items() if not getattr(torch_opt, info.torch).supports_complex}
 # optax functions that are not defined on complex params: optax.adadelta squares the gradient as
 # g * g (complex), optax.contrib.adopt's clip refuses complex numbers.
 NO_COMPLEX_OPTAX = {"adadelta", "contrib.adopt-as-adopt"}
