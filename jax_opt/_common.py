@@ -92,9 +92,15 @@ def abs_sq(x):
     return x.real * x.real + x.imag * x.imag if jnp.iscomplexobj(x) else x * x
 
 
+def scaled_abs_sq(scale, x):
+    """``scale * |x|^2``, for real ``x`` rounded as torch.optim's ``addcmul_(x, x, value=scale)``:
+    ``(scale * x) * x`` (:func:`abs_sq` for complex ``x``)."""
+    return scale * abs_sq(x) if jnp.iscomplexobj(x) else scale * x * x
+
+
 def square_moment(moment, updates, decay):
-    """``decay * v + (1 - decay) * |g|^2``: torch.optim's ``mul_(decay).addcmul_(g, g)`` (:func:`abs_sq`)."""
-    return tree_map(lambda v, g: decay * v + (1 - decay) * abs_sq(g), moment, updates)
+    """``decay * v + (1 - decay) * |g|^2``: torch.optim's ``mul_(decay).addcmul_(g, g)``."""
+    return tree_map(lambda v, g: decay * v + scaled_abs_sq(1 - decay, g), moment, updates)
 
 
 def init_count() -> jax.Array:

@@ -26,7 +26,7 @@ import optax
 
 from twinopt.hparams import check_nonneg, check_range
 
-from ._common import abs_sq, init_count, square_moment, tree_map, with_weight_decay, zeros_like
+from ._common import init_count, scaled_abs_sq, square_moment, tree_map, with_weight_decay, zeros_like
 
 
 class ScaleByAdadeltaState(NamedTuple):
@@ -46,7 +46,7 @@ def scale_by_adadelta(rho=0.9, eps=1e-6) -> optax.GradientTransformation:
         square_avg = square_moment(state.square_avg, updates, rho)
         updates = tree_map(lambda g, v, u: jnp.sqrt(u + eps) / jnp.sqrt(v + eps) * g,
                            updates, square_avg, state.acc_delta)
-        acc_delta = tree_map(lambda u, d: rho * u + (1 - rho) * abs_sq(d), state.acc_delta, updates)
+        acc_delta = tree_map(lambda u, d: rho * u + scaled_abs_sq(1 - rho, d), state.acc_delta, updates)
         return updates, ScaleByAdadeltaState(optax.safe_increment(state.count), square_avg, acc_delta)
 
     return optax.GradientTransformation(init, update)

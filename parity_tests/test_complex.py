@@ -145,3 +145,20 @@ def test_torch_adafactor_refuses_complex_params():
     p.grad = torch.ones_like(p)
     with pytest.raises(RuntimeError, match="Adafactor does not support complex parameters"):
         torch_opt.Adafactor([p]).step()
+
+
+@pytest.mark.parametrize("key", ["adam", "adadelta"])
+def test_real_second_moments_round_as_torch_optim(key):
+    """For real params the complex-aware square keeps torch.optim's rounding of
+    ``addcmul_(g, g, value=1 - b)``, ``((1 - b) * g) * g``, bit for bit after one float32 step."""
+    g = np.random.default_rng(3).standard_normal(4096).astype(np.float32)
+    p = torch.nn.Parameter(torch.zeros(4096))
+    opt = torch_opt.OPTIMIZERS[key]([p])
+    p.grad = torch.tensor(g)
+    opt.step()
+    tx = jax_opt.OPTIMIZERS[key]()
+    params = {"w": jnp.zeros(4096, jnp.float32)}
+    _, state = tx.update({"w": jnp.asarray(g)}, tx.init(params), params)
+    name, entry = {"adam": ("nu", "exp_avg_sq"), "adadelta": ("square_avg", "square_avg")}[key]
+    np.testing.assert_array_equal(np.asarray(optax.tree_utils.tree_get(state, name)["w"]),
+                                  opt.state[p][entry].numpy())
