@@ -76,11 +76,12 @@ def _stepper(tx, wrap, shapes):
 
 
 def time_row(row, shapes, **timing):
-    """``[(kind, impl, seconds per step)]`` for ours and optax on ``shapes``, timed in turn."""
+    """``[(kind, impl, seconds per step, error)]`` for ours and optax on ``shapes``, timed in turn (as
+    ``torch_train.benchmarks.time_row``)."""
     impls = implementations(row)
-    medians = benchmarks.interleaved_medians(
-        {(kind, name): _stepper(tx, wrap, shapes) for kind, name, tx, wrap in impls}, **timing)
-    return [(kind, name, medians[kind, name]) for kind, name, _, _ in impls]
+    steps, errors = benchmarks.runnable({(kind, name): _stepper(tx, wrap, shapes) for kind, name, tx, wrap in impls})
+    medians = benchmarks.interleaved_medians(steps, **timing)
+    return [(kind, name, medians.get((kind, name)), errors.get((kind, name))) for kind, name, _, _ in impls]
 
 
 def triad_seconds(n, budget_s):

@@ -196,3 +196,22 @@ def test_training_throughput_table(monkeypatch, data_dir):
     assert 5.5 < results[0]["flops_per_sample"] / 1_336_610 < 7
     table = throughput.markdown({"machine": {"date": "d", "cpu": "c", "cores": 2}, "results": results})
     assert table.count("| mnist_mlp (64) |") == 2
+
+
+def test_a_peer_that_cannot_step_is_reported_as_failing(tmp_path, monkeypatch):
+    """torch-optimizer's Adafactor raises on a 4-D conv kernel: the run goes on, its record says why,
+    and the tables compare ours with the peers that ran."""
+    if torch_bench.load("torch_optimizer.Adafactor") is None:
+        pytest.skip("torch-optimizer is not installed")
+    monkeypatch.setattr(benchmarks, "TRIAD_ELEMENTS", 4096)
+    monkeypatch.setitem(benchmarks.PARAM_SETS, "cnn", lambda: [(8, 3, 5, 5), (8,)])
+    out = tmp_path / "bench"
+    bench_cli.main(["step", "-sets", "cnn", "-rows", "adafactor", "-budget_s", "0", "-out", str(out)])
+    results = json.loads((out / "step.json").read_text())["results"]
+    failed = [r for r in results if r["time_s"] is None]
+    assert [(r["backend"], r["impl"]) for r in failed] == [("torch", "torch-optimizer")]
+    assert failed[0]["error"].startswith("RuntimeError: The size of tensor a") and failed[0]["ratio"] is None
+    ran = [r for r in results if r["row"] == "adafactor" and r["time_s"] is not None]
+    assert all(r["time_s"] > 0 for r in ran) and any(r["impl"] == "torch.optim per-tensor" for r in ran)
+    step_md = (out / "step.md").read_text()
+    assert "| torch-optimizer | fails: RuntimeError: The size of tensor a" in step_md.replace("peer: ", "")

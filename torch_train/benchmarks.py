@@ -97,12 +97,13 @@ def make_params(shapes, seed=0):
 
 
 def time_row(row, shapes, **timing):
-    """``[(kind, impl, seconds per step)]`` for every implementation of ``row`` on ``shapes``, each
-    with its own params and state, timed in turn (``benchmarks.interleaved_medians``)."""
+    """``[(kind, impl, seconds per step, error)]`` for every implementation of ``row`` on ``shapes``,
+    each with its own params and state, timed in turn (``benchmarks.interleaved_medians``); one
+    whose step raises has seconds ``None`` and the error."""
     impls = implementations(row)
-    steps = {(kind, name): make(make_params(shapes)).step for kind, name, make, _ in impls}
+    steps, errors = benchmarks.runnable({(kind, name): make(make_params(shapes)).step for kind, name, make, _ in impls})
     medians = benchmarks.interleaved_medians(steps, **timing)
-    return [(kind, name, medians[kind, name]) for kind, name, _, _ in impls]
+    return [(kind, name, medians.get((kind, name)), errors.get((kind, name))) for kind, name, _, _ in impls]
 
 
 def triad_seconds(n, budget_s):

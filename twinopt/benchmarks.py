@@ -80,6 +80,21 @@ def median_time(step, warmup=3, min_steps=5, max_steps=200, budget_s=2.0) -> flo
     return statistics.median(times)
 
 
+def runnable(steps: dict) -> tuple[dict, dict]:
+    """``steps`` split by one call each into those that run and ``{name: "ErrorType: message"}`` for
+    those that raise: a peer that cannot step on a param set (torch-optimizer's Adafactor on conv
+    kernels) is reported as failing there instead of ending the whole run."""
+    ok, errors = {}, {}
+    for name, step in steps.items():
+        try:
+            step()
+        except Exception as e:  # any failure of a third-party step is a result to report
+            errors[name] = f"{type(e).__name__}: {str(e).splitlines()[0] if str(e) else ''}"
+        else:
+            ok[name] = step
+    return ok, errors
+
+
 def interleaved_medians(steps: dict, warmup=2, min_rounds=5, max_rounds=200, budget_s=2.0) -> dict:
     """Median seconds per call of every ``steps[name]()`` (each waits for its own result), called
     in turn, round after round: a slow phase of the machine (another VM on the memory bus) then
@@ -123,14 +138,14 @@ def add_ratios(results: list[dict]) -> list[dict]:
     triad = max(r["gbps"] for r in results if r["row"] == "triad")
     best_peer = {}
     for r in results:
-        if r["kind"] == "peer":
+        if r["kind"] == "peer" and r["time_s"] is not None:
             group = (r["set"], r["backend"], r["row"])
             best_peer[group] = min(best_peer.get(group, math.inf), r["time_s"])
     for r in results:
         if r["row"] != "triad":
             peer = best_peer.get((r["set"], r["backend"], r["row"]))
-            r["ratio"] = r["time_s"] / peer if peer else None
-            r["triad_fraction"] = r["gbps"] / triad
+            r["ratio"] = r["time_s"] / peer if peer and r["time_s"] is not None else None
+            r["triad_fraction"] = r["gbps"] / triad if r["gbps"] is not None else None
     return results
 
 
@@ -146,7 +161,8 @@ def step_summary(results: list[dict], param_set: str) -> str:
     for row in dict.fromkeys(r["row"] for r in results if r["set"] == param_set):
         cells = [row]
         for backend in ("torch", "jax"):
-            here = [r for r in results if (r["set"], r["backend"], r["row"]) == (param_set, backend, row)]
+            here = [r for r in results if (r["set"], r["backend"], r["row"]) == (param_set, backend, row)
+                    and r["time_s"] is not None]
             mine = [r for r in here if r["kind"] == "ours"]
             peers = [r for r in here if r["kind"] == "peer"]
             if not mine:
@@ -171,6 +187,10 @@ def step_detail(results: list[dict]) -> str:
             lines.append(f"| - | {r['backend']} | triad | a = b + s*c, {r['num_params']:,} x float32 "
                          f"| {_fmt_ms(r['time_s'])} | | {r['gbps']:.1f} | |")
             continue
+        if r["time_s"] is None:
+            lines.append(f"| {r['set']} | {r['backend']} | {r['row']} | {r['kind']}: {r['impl']} "
+                         f"| fails: {r['error']} | - | - | - |")
+            continue
         ratio = f"{r['ratio']:.2f}" if r["ratio"] else "-"
         lines.append(f"| {r['set']} | {r['backend']} | {r['row']} | {r['kind']}: {r['impl']} | {_fmt_ms(r['time_s'])} "
                      f"| {ratio} | {r['gbps']:.1f} | {100 * r['triad_fraction']:.0f}% |")
@@ -187,7 +207,7 @@ def plot_scaling(results: list[dict], path: Path, title: str) -> None:
         ax = fig.add_subplot(1, len(rows), i + 1)
         lines = {}
         for r in results:
-            if r["row"] == row:
+            if r["row"] == row and r["time_s"] is not None:
                 lines.setdefault((r["backend"], r["kind"], r["impl"]), []).append((r["num_params"], r["time_s"]))
         for (backend, kind, impl), points in sorted(lines.items()):
             x, y = zip(*sorted(points))

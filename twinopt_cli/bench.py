@@ -102,12 +102,13 @@ def measure(mods, rows, sets_and_shapes, budget_s):
         n = benchmarks.numel(shapes)
         for row in rows:
             for backend, mod in mods.items():
-                for kind, impl, seconds in mod.time_row(row, shapes, budget_s=budget_s):
+                for kind, impl, seconds, error in mod.time_row(row, shapes, budget_s=budget_s):
                     results.append({"set": set_name, "num_params": n, "num_tensors": len(shapes), "backend": backend,
-                                    "row": row, "kind": kind, "impl": impl, "time_s": seconds,
-                                    "gbps": benchmarks.min_bytes(row, n) / seconds / 1e9})
-                    print(f"{set_name:>10} {backend:>5} {row:>18} {kind:>4} {impl:<48} {seconds * 1e3:9.3f} ms "
-                          f"{results[-1]['gbps']:6.1f} GB/s", flush=True)
+                                    "row": row, "kind": kind, "impl": impl, "time_s": seconds, "error": error,
+                                    "gbps": None if error else benchmarks.min_bytes(row, n) / seconds / 1e9})
+                    timing = f"fails: {error}" if error else (f"{seconds * 1e3:9.3f} ms "
+                                                                f"{results[-1]['gbps']:6.1f} GB/s")
+                    print(f"{set_name:>10} {backend:>5} {row:>18} {kind:>4} {impl:<48} {timing}", flush=True)
     return results
 
 
