@@ -14,13 +14,15 @@ tree_map = jax.tree_util.tree_map
 
 
 def is_static_zero(value) -> bool:
-    """True only for a plain number equal to 0.
+    """True only for None or a plain number equal to 0.
 
     Under ``optax.inject_hyperparams`` hyperparameters arrive as arrays; those keep their
     branch of the computation (adding ``0 * p`` changes nothing), so they must not be
-    compared here.
+    compared here. None, which ``inject_hyperparams`` leaves as it is, is the default of the
+    arguments whose zero keeps no state (SGD's momentum, as ``optax.sgd``'s): so the injected
+    form of a default optimizer keeps the plain form's state layout.
     """
-    return isinstance(value, numbers.Number) and value == 0
+    return value is None or (isinstance(value, numbers.Number) and value == 0)
 
 
 def weight_decay_term(weight_decay) -> optax.GradientTransformation:

@@ -4,7 +4,8 @@ For each parameter :math:`p` with gradient :math:`g`, at step :math:`t = 1, 2, \
 
     s   <- initial_accumulator_value              (at init)
     g   <- g + weight_decay * p                   (L2 penalty, only if weight_decay != 0)
-    clr <- lr / (1 + (t - 1) * lr_decay)          (lr: the schedule's value at step t, if one)
+    clr <- lr / (1 + (t - 1) * lr_decay)          (lr: the schedule's value at step t, if one;
+                                                   lr_decay None, the default, or 0: clr = lr)
     s   <- s + g * g
     p   <- p - clr * (g / (sqrt(s) + eps))
 
@@ -13,7 +14,8 @@ Stochastic Optimization", JMLR 12, 2011.
 Reference: ``torch.optim.Adagrad`` (reproduced to 1e-12 relative in float64, see parity_tests).
 torch.optim fills every accumulator with its constructor's ``initial_accumulator_value``, even
 for a param group that sets its own; ``torch_opt.Adagrad`` and this function use the value
-given for each group.
+given for each group. ``lr_decay`` defaults to None (torch's 0), which
+``optax.inject_hyperparams`` leaves static: an array would add a schedule's count to the state.
 ``optax.adagrad`` differs: it puts eps inside the root (``g / sqrt(s + eps)``, and 0 where
 ``s = 0``), defaults to ``initial_accumulator_value=0.1`` and ``eps=1e-7``, and has no
 ``lr_decay`` and no weight decay. No setting reproduces it exactly; with ``eps=0`` on both
@@ -61,7 +63,7 @@ def decayed_learning_rate(learning_rate, lr_decay):
     return lambda count: learning_rate_at(learning_rate, count) / (1 + count * lr_decay)
 
 
-def adagrad(learning_rate=1e-2, lr_decay=0.0, weight_decay=0.0, initial_accumulator_value=0.0,
+def adagrad(learning_rate=1e-2, lr_decay=None, weight_decay=0.0, initial_accumulator_value=0.0,
             eps=1e-10) -> optax.GradientTransformation:
     """Adagrad with torch's ``lr_decay`` and L2 weight decay added to the gradient."""
     check_nonneg("learning_rate", learning_rate)

@@ -150,7 +150,7 @@ def adan(learning_rate=1e-3, b1=0.98, b2=0.92, b3=0.99, eps=1e-8, weight_decay=0
     check_nonneg("weight_decay", weight_decay)
     check_nonneg("max_grad_norm", max_grad_norm)
     direction = scale_by_adan(b1, b2, b3, eps, max_grad_norm)
-    steps = [direction, weight_decay_term(weight_decay), descend(learning_rate)]
-    if not no_prox and not is_static_zero(weight_decay):
-        steps.append(_proximal(learning_rate, weight_decay))
-    return optax.chain(*steps)
+    # The chain has four entries whatever the decay, so that an injected weight_decay (an array)
+    # keeps the plain form's state layout.
+    proximal = optax.identity() if no_prox or is_static_zero(weight_decay) else _proximal(learning_rate, weight_decay)
+    return optax.chain(direction, weight_decay_term(weight_decay), descend(learning_rate), proximal)

@@ -11,8 +11,9 @@ For each parameter :math:`p` with gradient :math:`g`::
 
 The learning rate multiplies the buffer, it is not accumulated in it: a learning rate changed
 between steps (a schedule, ``optax.inject_hyperparams``) rescales the whole buffer, as in
-torch.optim. A momentum given as a plain 0 builds no buffer; one given as an array keeps it
-(for momentum 0 at run time ``b = g / a``: the same update).
+torch.optim. A momentum of None (the default, as ``optax.rmsprop``'s, which
+``optax.inject_hyperparams`` leaves static) or a plain 0 builds no buffer; one given as an
+array keeps it (for momentum 0 at run time ``b = g / a``: the same update).
 Papers: Tieleman & Hinton, "Lecture 6.5 - RMSProp", COURSERA: Neural Networks for Machine
 Learning, 2012; Graves, "Generating Sequences With Recurrent Neural Networks",
 arXiv:1308.0850, 2013 (the centered form, Eq. 38-45).
@@ -47,7 +48,7 @@ class ScaleByRmspropState(NamedTuple):
     grad_avg: optax.Updates | None  # None unless centered
 
 
-def scale_by_rmsprop(alpha=0.99, eps=1e-8, momentum=0.0, centered=False) -> optax.GradientTransformation:
+def scale_by_rmsprop(alpha=0.99, eps=1e-8, momentum=None, centered=False) -> optax.GradientTransformation:
     """The RMSprop direction ``b`` (or ``g / a`` without momentum), to be scaled by ``-lr``."""
     use_momentum = not is_static_zero(momentum)
 
@@ -75,7 +76,7 @@ def scale_by_rmsprop(alpha=0.99, eps=1e-8, momentum=0.0, centered=False) -> opta
     return optax.GradientTransformation(init, update)
 
 
-def rmsprop(learning_rate=1e-2, alpha=0.99, eps=1e-8, weight_decay=0.0, momentum=0.0,
+def rmsprop(learning_rate=1e-2, alpha=0.99, eps=1e-8, weight_decay=0.0, momentum=None,
             centered=False) -> optax.GradientTransformation:
     """RMSprop with L2 weight decay added to the gradient; options as torch.optim.RMSprop."""
     check_nonneg("learning_rate", learning_rate)

@@ -13,10 +13,12 @@ speeding up the convergence of iteration methods", 1964 (momentum); Sutskever, M
 Hinton, "On the importance of initialization and momentum in deep learning", ICML 2013
 (the Nesterov form used here).
 Reference: ``torch.optim.SGD`` (reproduced to 1e-12 relative in float64, see parity_tests).
-A momentum given as a plain 0 builds no buffer (torch keeps none); a momentum given as an
-array (``optax.inject_hyperparams``) always keeps one, so for momentum 0 at run time the
-direction is ``(1 - dampening) * g`` after the first step where torch's is ``g`` (the same for
-``dampening=0``).
+A momentum of None (the default) or a plain 0 builds no buffer (torch keeps none). None, as
+``optax.sgd``'s default, keeps it so under ``optax.inject_hyperparams``, which turns every
+number into an array: the injected form's state is the plain form's. A momentum given as an
+array (``inject_hyperparams(jax_opt.sgd)(momentum=0.0)``, to change it later) always keeps one,
+so for momentum 0 at run time the direction is ``(1 - dampening) * g`` after the first step
+where torch's is ``g`` (the same for ``dampening=0``).
 ``optax.sgd(learning_rate, momentum, nesterov)`` (its ``optax.trace`` starts from zeros, so
 its first step also gives ``b = g``) has the same arithmetic for ``dampening=0`` and
 ``weight_decay=0``; it has no dampening and no weight decay (chain
@@ -63,13 +65,13 @@ def scale_by_momentum(momentum=0.9, dampening=0.0, nesterov=False) -> optax.Grad
     return optax.GradientTransformation(init, update)
 
 
-def sgd(learning_rate=1e-3, momentum=0.0, dampening=0.0, nesterov=False,
+def sgd(learning_rate=1e-3, momentum=None, dampening=0.0, nesterov=False,
         weight_decay=0.0) -> optax.GradientTransformation:
     """SGD with L2 weight decay added to the gradient; ``momentum > 0`` adds momentum."""
     check_nonneg("learning_rate", learning_rate)
     check_nonneg("momentum", momentum)
     check_range("dampening", dampening, 0.0, 1.0)
     check_nonneg("weight_decay", weight_decay)
-    check_nesterov(nesterov, momentum, dampening)
+    check_nesterov(nesterov, 0.0 if momentum is None else momentum, dampening)
     direction = optax.identity() if is_static_zero(momentum) else scale_by_momentum(momentum, dampening, nesterov)
     return with_weight_decay(direction, learning_rate, weight_decay)

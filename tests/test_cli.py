@@ -30,7 +30,8 @@ def test_registry_defaults_are_both_backends_defaults(key):
     torch_params = inspect.signature(torch_opt.OPTIMIZERS[key]).parameters
     assert {name: torch_params[name].default for name in defaults} == defaults
     jax_params = inspect.signature(jax_opt.OPTIMIZERS[key]).parameters
-    jax_defaults = to_jax_kwargs(key, defaults)
+    jax_defaults = to_jax_kwargs(key, {name: None if name in INFO[key].jax_none and value == 0 else value
+                                       for name, value in defaults.items()})
     assert {name: jax_params[name].default for name in jax_defaults} == jax_defaults
 
 

@@ -92,6 +92,10 @@ class OptimizerInfo:
     fixed: tuple = ()
     # torch name -> JAX name where they differ beyond JAX_NAMES (None: the same name in both).
     jax_names: Mapping = dataclasses.field(default_factory=dict)
+    # Arguments (torch names) whose torch default 0 is None in JAX: a zero that keeps no state
+    # (SGD's momentum buffer), which optax.inject_hyperparams would turn into an array and so into
+    # state; it leaves None static (optax.sgd's momentum=None).
+    jax_none: tuple = ()
     # State: JAX state field -> torch state entry; whether torch keeps a per-param ``step``; the
     # JAX scalars torch keeps in each param group; how many param-shaped arrays torch_opt keeps
     # with the defaults (the bandwidth figure's minimum bytes).
@@ -168,7 +172,7 @@ def _adabound_peers(amsbound: bool) -> tuple:
 OPTIM_DB = (
     OptimizerInfo(
         "sgd", "sgd", "SGD", "sgd", lr=1e-3, hparams={"momentum": 0.0, "dampening": 0.0}, fixed=("nesterov",),
-        state=_MOMENTUM_STATE, torch_step=False, reference="torch.optim.SGD",
+        jax_none=("momentum",), state=_MOMENTUM_STATE, torch_step=False, reference="torch.optim.SGD",
         cases={"": ({"lr": 0.05}, {"lr": 0.01})},
         peers=(Peer("optax.sgd"),),
         lr_centre=0.1,  # plain SGD needs a larger step than torch's default 1e-3
@@ -191,7 +195,7 @@ OPTIM_DB = (
     ),
     OptimizerInfo(
         "adagrad", "adagrad", "Adagrad", "adagrad", lr=1e-2,
-        hparams={"lr_decay": 0.0, "initial_accumulator_value": 0.0, "eps": 1e-10},
+        hparams={"lr_decay": 0.0, "initial_accumulator_value": 0.0, "eps": 1e-10}, jax_none=("lr_decay",),
         state={"sum": "sum"}, state_arrays=1,
         reference="torch.optim.Adagrad", reference_init={"sum": "initial_accumulator_value"},
         cases={"": ({"lr": 0.1}, {"lr": 0.05, "lr_decay": 0.01, "initial_accumulator_value": 0.1, "eps": 1e-6})},
@@ -210,7 +214,7 @@ OPTIM_DB = (
     ),
     OptimizerInfo(
         "rmsprop", "rmsprop", "RMSprop", "rmsprop", lr=1e-2,
-        hparams={"alpha": 0.99, "eps": 1e-8, "momentum": 0.0, "centered": False},
+        hparams={"alpha": 0.99, "eps": 1e-8, "momentum": 0.0, "centered": False}, jax_none=("momentum",),
         state={"square_avg": "square_avg", "momentum_buffer": "momentum_buffer", "grad_avg": "grad_avg"},
         state_arrays=1, reference="torch.optim.RMSprop",
         cases={
