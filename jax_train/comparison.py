@@ -11,7 +11,7 @@ The learning rate is the one hyperparameter that differs between the runs: it re
 as a traced array through ``optax.inject_hyperparams`` and lives in the optimizer state. Only it is
 injected (the factory wrapped takes ``learning_rate`` alone): injecting every numeric default, as
 ``inject_hyperparams(jax_opt.sgd)`` would, turns constants into arrays, which keeps branches a
-constant skips (SGD's momentum buffer for momentum 0) and the arithmetic would no longer be the one
+constant skips (a ``0 * p`` weight-decay term) and the arithmetic would no longer be the one
 the parity suite checks against torch. The factories' checks skip traced values; the grid's learning
 rates are positive by construction (``twinopt.comparison.Protocol``).
 
