@@ -8,8 +8,8 @@ All learning rates of one optimizer run at once: ``jax.vmap`` over the learning 
 ``optax.inject_hyperparams`` as a traced array, and only it: the factory wrapped has the single
 argument ``learning_rate``. ``inject_hyperparams(jax_opt.sgd)`` would inject every numeric
 default too; that runs (the same trajectories to rounding), but turns constants into arrays,
-which keeps branches a constant skips (a ``0 * p`` weight-decay term), and the hyperparameter checks skip what is not a plain number, so even
-``learning_rate=-1.0`` would pass. The injected learning rate is not checked either: each is
+which keeps branches a constant skips (a ``0 * p`` weight-decay term), and the hyperparameter
+checks skip what is not a plain number, so even ``learning_rate=-1.0`` would pass. The injected learning rate is not checked either: each is
 checked by building the optimizer once with the plain float, before tracing.
 Runs are in float64, so that converging runs are not stopped by float32 rounding.
 The functions, the tuning rule, the file and the plots are in ``twinopt.surfaces``.

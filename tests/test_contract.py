@@ -7,7 +7,6 @@ whose structure and dtypes a jitted step carries). The update rules themselves a
 hyperparameters ``tests/test_torch_api.py``."""
 
 import copy
-import inspect
 import pickle
 
 import jax
@@ -20,15 +19,13 @@ from torch.optim.optimizer import register_optimizer_step_post_hook, register_op
 
 import jax_opt
 import torch_opt
+from torch_train.benchmarks import step_paths
 from twinopt.registry import KEYS
 
-# (key, path): every torch_opt class on each of its paths.
-TORCH_CASES = [(key, path) for key in KEYS for path in (
-    {"foreach": False}, {"foreach": True},
-    *([{"fused": True}] if "fused" in inspect.signature(torch_opt.OPTIMIZERS[key]).parameters else []))]
-TORCH_IDS = [f"{key}-{'fused' if 'fused' in path else 'foreach' if path['foreach'] else 'per-tensor'}"
-             for key, path in TORCH_CASES]
-torch_cases = pytest.mark.parametrize(("key", "path"), TORCH_CASES, ids=TORCH_IDS)
+# Every torch_opt class on each of its paths (per-tensor, foreach, fused where it has it).
+torch_cases = pytest.mark.parametrize(("key", "path"), [
+    pytest.param(key, path, id=f"{key}-{name}")
+    for key in KEYS for name, path in step_paths(torch_opt.OPTIMIZERS[key]).items()])
 
 
 def torch_model(device=None, dtype=torch.float32):

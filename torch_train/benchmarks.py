@@ -28,7 +28,7 @@ def load(target):
         return None
 
 
-def _paths(cls):
+def step_paths(cls):
     """The step paths a class offers, as keyword arguments: per-tensor, foreach, and fused if it has it."""
     paths = {"per-tensor": {"foreach": False}, "foreach": {"foreach": True}}
     if "fused" in inspect.signature(cls).parameters:
@@ -44,7 +44,7 @@ def reference_paths(info):
     cls = load(info.reference)
     rtol = registry.TOLERANCE["float64"]
     return [(f"torch.optim {name}", functools.partial(cls, lr=LR, **info.presets, **path), rtol)
-            for name, path in _paths(cls).items()]
+            for name, path in step_paths(cls).items()]
 
 
 def third_party(info):
@@ -67,7 +67,7 @@ def implementations(row):
     key, lookahead = split_row(row)
     info = registry.INFO[key]
     cls = torch_opt.OPTIMIZERS[key]
-    ours = [(name, functools.partial(cls, lr=LR, **path)) for name, path in _paths(cls).items()]
+    ours = [(name, functools.partial(cls, lr=LR, **path)) for name, path in step_paths(cls).items()]
     if not lookahead:
         peers = reference_paths(info) + third_party(info)
         return [("ours", n, f, None) for n, f in ours] + [("peer", *peer) for peer in peers]
